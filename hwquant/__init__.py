@@ -1,0 +1,59 @@
+"""hwquant: quantize ONNX models for a named hardware target.
+
+Profiles (data) say what a target accepts, policies (plugins) compute scales and zero points, and the
+engine drives onnxruntime's quantizer, then checks its own output against the profile.
+"""
+
+from importlib import metadata
+
+from hwquant.api import (
+    get_policy,
+    get_profile,
+    list_policies,
+    list_profiles,
+    load_profile,
+    profile_json_schema,
+    resolve,
+)
+from hwquant.errors import (
+    CalibrationError,
+    HwquantError,
+    ModelError,
+    PluginError,
+    PolicyError,
+    ProfileError,
+    UnknownNameError,
+    VerificationError,
+)
+from hwquant.plugins.hookspecs import hookimpl
+from hwquant.policies.base import Constraints, QParams, TensorStats
+from hwquant.profile.schema import Profile
+
+try:
+    __version__ = metadata.version("hwquant")
+except metadata.PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "CalibrationError",
+    "Constraints",
+    "HwquantError",
+    "ModelError",
+    "PluginError",
+    "PolicyError",
+    "Profile",
+    "ProfileError",
+    "QParams",
+    "TensorStats",
+    "UnknownNameError",
+    "VerificationError",
+    "__version__",
+    "get_policy",
+    "get_profile",
+    "hookimpl",
+    "list_policies",
+    "list_profiles",
+    "load_profile",
+    "profile_json_schema",
+    "resolve",
+]
