@@ -106,13 +106,15 @@ def transformer(layers: int = 2, dim: int = 32, hidden: int = 64, seed: int = 0)
         q = linear(f"{p}.ln1", "q", dim, dim)
         k = linear(f"{p}.ln1", "k", dim, dim)
         v = linear(f"{p}.ln1", "v", dim, dim)
-        nodes += [
-            helper.make_node("Transpose", [k], [f"{p}.kt"], perm=[0, 2, 1], name=f"{p}.kt"),
-            helper.make_node("MatMul", [q, f"{p}.kt"], [f"{p}.qk"], name=f"{p}.qk"),
-            helper.make_node("Mul", [f"{p}.qk", "attn.scale"], [f"{p}.qks"], name=f"{p}.qks"),
-            helper.make_node("Softmax", [f"{p}.qks"], [f"{p}.attn"], axis=-1, name=f"{p}.softmax"),
-            helper.make_node("MatMul", [f"{p}.attn", v], [f"{p}.ctx"], name=f"{p}.ctx"),
-        ]
+        nodes.extend(
+            [
+                helper.make_node("Transpose", [k], [f"{p}.kt"], perm=[0, 2, 1], name=f"{p}.kt"),
+                helper.make_node("MatMul", [q, f"{p}.kt"], [f"{p}.qk"], name=f"{p}.qk"),
+                helper.make_node("Mul", [f"{p}.qk", "attn.scale"], [f"{p}.qks"], name=f"{p}.qks"),
+                helper.make_node("Softmax", [f"{p}.qks"], [f"{p}.attn"], axis=-1, name=f"{p}.softmax"),
+                helper.make_node("MatMul", [f"{p}.attn", v], [f"{p}.ctx"], name=f"{p}.ctx"),
+            ]
+        )
         o = linear(f"{p}.ctx", "o", dim, dim)
         nodes.append(helper.make_node("Add", [x, o], [f"{p}.res1"], name=f"{p}.res1"))
         h = linear(f"{p}.res1", "fc1", dim, hidden)
