@@ -29,25 +29,47 @@ from hwquant.plugins.hookspecs import hookimpl
 from hwquant.policies.base import Constraints, QParams, TensorStats
 from hwquant.profile.schema import Profile
 
+# The engine imports onnxruntime; load it on first use so profile and check commands stay quick.
+_ENGINE = {
+    "quantize": "hwquant.engine.quantize",
+    "calibrate": "hwquant.engine.quantize",
+    "QuantResult": "hwquant.engine.result",
+    "Calibration": "hwquant.engine.calibrate",
+    "ImagePreprocess": "hwquant.engine.data",
+}
+
+
+def __getattr__(name: str):
+    if name in _ENGINE:
+        import importlib
+
+        return getattr(importlib.import_module(_ENGINE[name]), name)
+    raise AttributeError(f"module 'hwquant' has no attribute '{name}'")
+
+
 try:
     __version__ = metadata.version("hwquant")
 except metadata.PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "Calibration",
     "CalibrationError",
     "Constraints",
     "HwquantError",
+    "ImagePreprocess",
     "ModelError",
     "PluginError",
     "PolicyError",
     "Profile",
     "ProfileError",
     "QParams",
+    "QuantResult",
     "TensorStats",
     "UnknownNameError",
     "VerificationError",
     "__version__",
+    "calibrate",
     "get_policy",
     "get_profile",
     "hookimpl",
@@ -55,5 +77,6 @@ __all__ = [
     "list_profiles",
     "load_profile",
     "profile_json_schema",
+    "quantize",
     "resolve",
 ]

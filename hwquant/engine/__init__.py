@@ -1,0 +1,1 @@
+"""Engine layer: the only layer that drives onnxruntime. Prepare, calibrate, decide, emit, verify."""

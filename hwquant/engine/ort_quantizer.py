@@ -1,0 +1,209 @@
+"""The only module that drives onnxruntime's quantizer.
+
+Two steps, both on copies of the prepared model:
+
+* :func:`plan` asks onnxruntime's QDQ quantizer which tensors it would quantize, with which role
+  (weight or activation), which outputs it ties to their inputs, and which biases it makes int32. It
+  also returns the activation ranges after onnxruntime's own adjustments (Relu/Clip folded into their
+  producer, Softmax output fixed to [0, 1]), so hwquant computes qparams from the same ranges.
+* :func:`emit` runs the quantizer (QDQ or QOperator) with every scale and zero point passed exactly
+  through ``TensorQuantOverrides``. No calibration runs inside onnxruntime.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import onnx
+from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
+from onnxruntime.quantization.onnx_quantizer import ONNXQuantizer
+from onnxruntime.quantization.qdq_quantizer import QDQQuantizer, QDQQuantTensorType
+from onnxruntime.quantization.quant_utils import QuantizationMode, QuantType
+from onnxruntime.quantization.registry import CreateQDQQuantizer, QDQRegistry, QLinearOpsRegistry
+
+from hwquant.profile.dtypes import NUMPY_TYPES
+
+QUANT_TYPES: dict[str, QuantType] = {
+    "uint8": QuantType.QUInt8,
+    "int8": QuantType.QInt8,
+    "uint16": QuantType.QUInt16,
+    "int16": QuantType.QInt16,
+    "uint4": QuantType.QUInt4,
+    "int4": QuantType.QInt4,
+}
+Role = Literal["activation", "weight"]
+
+
+def quantizable_op_types() -> list[str]:
+    """Every op type onnxruntime's static quantizer knows (QDQ and QOperator registries)."""
+    return sorted(set(QDQRegistry) | set(QLinearOpsRegistry))
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    """A tensor onnxruntime will quantize."""
+
+    name: str
+    role: Role
+    constant: bool
+    consumer: str | None  # node that made onnxruntime mark it (weights: the node using the weight)
+    consumer_op: str | None
+    shares: str | None  # onnxruntime reuses the qparams of this (input) tensor
+
+
+@dataclass(frozen=True)
+class PlannedBias:
+    """A bias onnxruntime quantizes to int32 with scale = input scale x weight scale."""
+
+    name: str
+    node: str
+    input: str
+    weight: str
+
+
+@dataclass
+class Plan:
+    tensors: dict[str, PlannedTensor]
+    biases: dict[str, PlannedBias]
+    ranges: dict[str, tuple[float, float]]
+    """Activation ranges after onnxruntime's adjustments (Relu/Clip folding, Softmax [0, 1])."""
+
+
+def _tensors_data(ranges: Mapping[str, tuple[float, float]]) -> TensorsData:
+    return TensorsData(
+        CalibrationMethod.MinMax,
+        {n: TensorData(lowest=np.float32(lo), highest=np.float32(hi)) for n, (lo, hi) in ranges.items()},
+    )
+
+
+def _options(extra: Mapping[str, object]) -> dict[str, object]:
+    # hwquant computes every scale itself; onnxruntime must not move a weight scale behind its back.
+    return {"QDQDisableWeightAdjustForInt32Bias": True, **extra}
+
+
+def plan(
+    model: onnx.ModelProto,
+    ranges: Mapping[str, tuple[float, float]],
+    *,
+    op_types: Sequence[str],
+    activation_dtype: str,
+    weight_dtype: str,
+    nodes_to_exclude: Sequence[str] = (),
+) -> Plan:
+    """Ask onnxruntime's QDQ quantizer what it would quantize (nothing is emitted)."""
+    quantizer = QDQQuantizer(
+        copy.deepcopy(model),
+        False,
+        False,
+        QUANT_TYPES[weight_dtype],
+        QUANT_TYPES[activation_dtype],
+        _tensors_data(ranges),
+        [],
+        list(nodes_to_exclude),
+        list(op_types),
+        _options({}),
+    )
+    consumers: dict[str, onnx.NodeProto] = {}
+    for node in quantizer.model.nodes():
+        if quantizer.should_quantize_node(node):
+            before = set(quantizer.tensors_to_quantize)
+            CreateQDQQuantizer(quantizer, node).quantize()
+            for name in set(quantizer.tensors_to_quantize) - before:
+                consumers[name] = node
+    initializers = {i.name for i in quantizer.model.initializer()}
+    tensors = {}
+    for name, info in quantizer.tensors_to_quantize.items():
+        node = consumers.get(name)
+        provider = info.quant_para_provider
+        tensors[name] = PlannedTensor(
+            name=name,
+            role="weight" if info.tensor_type == QDQQuantTensorType.WEIGHT else "activation",
+            constant=name in initializers,
+            consumer=node.name if node is not None else None,
+            consumer_op=node.op_type if node is not None else None,
+            shares=provider.input_name if provider is not None else None,
+        )
+    biases = {
+        name: PlannedBias(name, b.node_name, b.input_name, b.weight_name)
+        for name, b in quantizer.bias_to_quantize.items()
+    }
+    adjusted = {
+        name: (float(td.range_value[0]), float(td.range_value[1])) for name, td in quantizer.tensors_range.items()
+    }
+    return Plan(tensors=tensors, biases=biases, ranges=adjusted)
+
+
+def override(
+    dtype: str, scale: float | Sequence[float], zero_point: int | Sequence[int], axis: int | None = None
+) -> list[dict[str, object]]:
+    """One ``TensorQuantOverrides`` entry: per tensor, or per channel along ``axis``."""
+    qtype = QUANT_TYPES[dtype]
+    zp_type = NUMPY_TYPES[dtype]
+    if axis is None:
+        return [
+            {
+                "quant_type": qtype,
+                "scale": np.array(scale, dtype=np.float32),
+                "zero_point": np.array(zero_point, dtype=zp_type),
+            }
+        ]
+    entries: list[dict[str, object]] = []
+    for i, (s, z) in enumerate(zip(scale, zero_point, strict=True)):  # type: ignore[arg-type]
+        entry: dict[str, object] = {
+            "scale": np.array(s, dtype=np.float32),
+            "zero_point": np.array(z, dtype=zp_type),
+            "quant_type": qtype,
+        }
+        if i == 0:
+            entry["axis"] = axis
+        entries.append(entry)
+    return entries
+
+
+def emit(
+    model: onnx.ModelProto,
+    ranges: Mapping[str, tuple[float, float]],
+    overrides: Mapping[str, list[dict[str, object]]],
+    *,
+    op_types: Sequence[str],
+    activation_dtype: str,
+    weight_dtype: str,
+    fmt: Literal["qdq", "qoperator"] = "qdq",
+    nodes_to_exclude: Sequence[str] = (),
+) -> onnx.ModelProto:
+    """Quantize ``model`` with onnxruntime, every qparam given through ``overrides``."""
+    options = _options({"TensorQuantOverrides": dict(overrides)})
+    args = (
+        copy.deepcopy(model),
+        False,  # per_channel: per-channel weights come from the overrides (with their axis)
+        False,  # reduce_range: ranges are in the profile, not a flag
+    )
+    data = _tensors_data(ranges)
+    wtype, atype = QUANT_TYPES[weight_dtype], QUANT_TYPES[activation_dtype]
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # onnxruntime logs advice through the root logger
+    try:
+        if fmt == "qoperator":
+            quantizer = ONNXQuantizer(
+                *args,
+                QuantizationMode.QLinearOps,
+                True,
+                wtype,
+                atype,
+                data,
+                [],
+                list(nodes_to_exclude),
+                list(op_types),
+                options,
+            )
+        else:
+            quantizer = QDQQuantizer(*args, wtype, atype, data, [], list(nodes_to_exclude), list(op_types), options)
+        quantizer.quantize_model()
+    finally:
+        logging.getLogger().setLevel(level)
+    return quantizer.model.model

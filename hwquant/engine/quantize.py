@@ -1,0 +1,301 @@
+"""``hwquant.quantize`` and ``hwquant.calibrate``: the engine's pipeline.
+
+load and prepare (temp dir) -> calibrate once (or reuse a saved calibration) -> ask onnxruntime what it
+will quantize -> resolve the profile's rules and run the policies -> emit through onnxruntime with every
+qparam given -> verify (onnx.checker, onnxruntime load, profile check, coverage, accuracy) -> move the
+output into place. The input model is never modified and nothing is written beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import onnx
+
+from hwquant.api import resolve
+from hwquant.check import check as check_model
+from hwquant.engine import ort_quantizer
+from hwquant.engine.calibrate import Calibration
+from hwquant.engine.calibrate import calibrate as run_calibration
+from hwquant.engine.data import ImagePreprocess, SampleSource, open_samples
+from hwquant.engine.decide import Tensor, decide, guard_int32_bias
+from hwquant.engine.prepare import Prepared, load_model, prepare, save_model
+from hwquant.engine.result import QuantResult
+from hwquant.engine.verify import accuracy, check_loadable, coverage
+from hwquant.errors import CalibrationError, HwquantError, VerificationError
+from hwquant.plugins.registry import registry
+from hwquant.profile.schema import Profile
+
+Progress = Callable[[int, int | None], None]
+DEFAULT_HOLDOUT_FRACTION = 0.2
+MAX_HOLDOUT = 32
+
+
+def float_activations(model: onnx.ModelProto) -> list[str]:
+    """Float tensors computed at run time in the main graph: graph inputs and node outputs."""
+    inits = {i.name for i in model.graph.initializer}
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in (*model.graph.input, *model.graph.value_info)}
+    types |= {vi.name: vi.type.tensor_type.elem_type for vi in model.graph.output}
+    names = [i.name for i in model.graph.input if i.name not in inits]
+    names += [o for n in model.graph.node for o in n.output if o]
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+    return [n for n in dict.fromkeys(names) if types.get(n) in floats]
+
+
+def _op_types(profile: Profile) -> list[str]:
+    wanted = profile.ops.quantize or ort_quantizer.quantizable_op_types()
+    return [t for t in wanted if t not in set(profile.ops.exclude)]
+
+
+def _sources(
+    data: Any,
+    model: onnx.ModelProto,
+    samples: int | None,
+    eval_data: Any,
+    image: ImagePreprocess | None,
+    random_samples: int | None,
+) -> tuple[SampleSource, SampleSource | None]:
+    calib = open_samples(data, model, image=image, random=random_samples)
+    if samples is not None:
+        calib = calib.take(samples)
+    if eval_data is False:
+        return calib, None
+    if eval_data is not None:
+        return calib, open_samples(eval_data, model, image=image)
+    count = calib.count
+    if count is None or count < 2:
+        return calib, None
+    holdout = max(1, min(MAX_HOLDOUT, int(count * DEFAULT_HOLDOUT_FRACTION)))
+    return calib.split(holdout)
+
+
+def calibrate(
+    model: str | Path | onnx.ModelProto,
+    data: Any = None,
+    *,
+    method: Literal["minmax", "entropy", "percentile"] = "minmax",
+    histograms: bool = False,
+    samples: int | None = None,
+    image: ImagePreprocess | None = None,
+    random_samples: int | None = None,
+    output: str | Path | None = None,
+    providers: Sequence[str] = ("CPUExecutionProvider",),
+    progress: Progress | None = None,
+) -> Calibration:
+    """Calibrate ``model`` once on ``data``; save it to ``output`` to quantize for many profiles later.
+
+    Every float activation is observed, so the calibration serves any profile.
+    """
+    with tempfile.TemporaryDirectory(prefix="hwquant-") as tmp:
+        prepared = prepare(model, Path(tmp), per_channel=False)
+        source = open_samples(data, prepared.model, image=image, random=random_samples)
+        if samples is not None:
+            source = source.take(samples)
+        calib = _calibrate(prepared, source, method, histograms, providers, progress)
+    if output is not None:
+        calib.save(output)
+    return calib
+
+
+def _calibrate(
+    prepared: Prepared,
+    source: SampleSource,
+    method: str,
+    histograms: bool,
+    providers: Sequence[str],
+    progress: Progress | None,
+) -> Calibration:
+    calib = run_calibration(
+        prepared.model,
+        source,
+        float_activations(prepared.model),
+        method=method,
+        histograms=histograms,
+        providers=providers,
+        progress=progress,
+        total=source.count,
+    )
+    calib.model_fingerprint = prepared.fingerprint
+    return calib
+
+
+def _load_calibration(calibration: Calibration | str | Path, prepared: Prepared) -> Calibration:
+    calib = calibration if isinstance(calibration, Calibration) else Calibration.load(calibration)
+    if calib.model_fingerprint != prepared.fingerprint:
+        where = "" if isinstance(calibration, Calibration) else f"{calibration}: "
+        raise CalibrationError(f"{where}this calibration was made on a different model ({prepared.source})")
+    return calib
+
+
+def quantize(
+    model: str | Path | onnx.ModelProto,
+    output: str | Path,
+    profile: str | Path | Profile = "ort-default",
+    calibration: Any = None,
+    *,
+    method: Literal["minmax", "entropy", "percentile"] = "minmax",
+    samples: int | None = None,
+    eval_data: Any = None,
+    format: Literal["qdq", "qoperator"] = "qdq",
+    calibration_cache: str | Path | None = None,
+    verify: bool = True,
+    image: ImagePreprocess | None = None,
+    random_samples: int | None = None,
+    nodes_to_exclude: Sequence[str] = (),
+    providers: Sequence[str] = ("CPUExecutionProvider",),
+    progress: Progress | None = None,
+) -> QuantResult:
+    """Quantize ``model`` for ``profile`` and write it to ``output``.
+
+    ``calibration`` is calibration data (an iterable of ``{input: ndarray}`` dicts, an onnxruntime
+    ``CalibrationDataReader``, or a path: ``.npz``, a folder of ``.npy``/``.npz``, onnxruntime's
+    ``test_data_set_*`` layout, an image folder with ``image`` preprocessing), or a :class:`Calibration`
+    (or a saved one) from :func:`calibrate`. ``calibration_cache`` reuses a saved calibration when the file
+    exists and saves one there otherwise. Evaluation uses ``eval_data``, else a held-back slice of the
+    calibration data (``eval_data=False`` skips it).
+
+    With ``verify`` (default) the output must pass ``onnx.checker``, load in onnxruntime, pass
+    ``hwquant.check`` against the profile, and quantize at least one compute op; otherwise
+    :class:`VerificationError` is raised (its ``result`` holds the report) and nothing is written.
+    """
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    prof = resolve(profile)
+    output = Path(output)
+    if isinstance(model, (str, Path)) and output.exists() and output.resolve() == Path(model).resolve():
+        raise HwquantError(f"{output}: refusing to write the quantized model over its input")
+    if not output.parent.is_dir():
+        raise HwquantError(f"{output.parent}: output folder does not exist")
+    if format not in ("qdq", "qoperator"):
+        raise HwquantError(f"unknown format '{format}' (use 'qdq' or 'qoperator')")
+
+    with tempfile.TemporaryDirectory(prefix="hwquant-") as tmp_name:
+        tmp = Path(tmp_name)
+        t = time.perf_counter()
+        prepared = prepare(model, tmp, per_channel=bool(prof.weights.per_channel))
+        timings["prepare"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        eval_source = None
+        want_hist = "mse" in prof.policies()
+        cached = calibration_cache is not None and Path(calibration_cache).is_file()
+        if isinstance(calibration, Calibration) or cached:
+            calib = _load_calibration(calibration if not cached else calibration_cache, prepared)
+            if eval_data not in (None, False):
+                eval_source = open_samples(eval_data, prepared.model, image=image)
+        elif isinstance(calibration, (str, Path)) and Path(calibration).suffix == Calibration.SUFFIX:
+            calib = _load_calibration(calibration, prepared)
+        else:
+            calib_source, eval_source = _sources(calibration, prepared.model, samples, eval_data, image, random_samples)
+            calib = _calibrate(prepared, calib_source, method, want_hist, providers, progress)
+            if calibration_cache is not None:
+                calib.save(calibration_cache)
+        timings["calibrate"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        op_types = _op_types(prof)
+        act_dtype, w_dtype = prof.activations.dtype, prof.weights.dtype
+        ranges = {}
+        for name in float_activations(prepared.model):
+            if name in calib.ranges:
+                s = calib.stats(name)
+                ranges[name] = (s.rmin, s.rmax)
+        plan = ort_quantizer.plan(
+            prepared.model,
+            ranges,
+            op_types=op_types,
+            activation_dtype=act_dtype,
+            weight_dtype=w_dtype,
+            nodes_to_exclude=nodes_to_exclude,
+        )
+        tensors = {
+            n: Tensor(p.name, p.role, p.constant, p.consumer, p.consumer_op, p.shares) for n, p in plan.tensors.items()
+        }
+        reg = registry()
+        decisions = decide(
+            prepared.model,
+            tensors,
+            plan.ranges,
+            lambda n: calib.stats(n) if n in calib.ranges else None,
+            prof,
+            reg.policy_entry,
+        )
+        guard_int32_bias(prepared.model, {b.name: (b.input, b.weight) for b in plan.biases.values()}, decisions, prof)
+        if prof.bias.quantize is False:
+            raise HwquantError("profiles with bias.quantize = false are not supported by the engine yet")
+        overrides = {
+            d.tensor: ort_quantizer.override(d.dtype, d.scale, d.zero_point, d.axis) for d in decisions.values()
+        }
+        quantized = ort_quantizer.emit(
+            prepared.model,
+            plan.ranges,
+            overrides,
+            op_types=op_types,
+            activation_dtype=act_dtype,
+            weight_dtype=w_dtype,
+            fmt=format,
+            nodes_to_exclude=nodes_to_exclude,
+        )
+        timings["quantize"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        staged = tmp / "quantized.onnx"
+        save_model(quantized, staged)
+        check_loadable(staged)
+        report = check_model(quantized, prof)
+        cov = coverage(prepared.model, quantized, op_types)
+        acc, n_eval = accuracy(prepared.path, staged, eval_source, providers) if eval_source is not None else ([], 0)
+        timings["verify"] = time.perf_counter() - t
+
+        result = QuantResult(
+            output=None,
+            profile=prof.name,
+            format=format,
+            method=calib.method,
+            decisions=sorted(decisions.values(), key=lambda d: d.tensor),
+            coverage=cov,
+            check=report,
+            accuracy=acc,
+            timings=timings,
+            samples={"calibration": calib.samples, "evaluation": n_eval},
+            notes=list(prepared.notes),
+            sizes={"input": prepared.model.ByteSize(), "output": quantized.ByteSize()},
+        )
+        if verify:
+            if not report.ok:
+                raise VerificationError(
+                    f"the quantized model breaks profile '{prof.name}': {report.summary()}", result=result
+                )
+            if cov.total and not cov.quantized:
+                reasons = sorted(set(cov.float_ops.values()))
+                raise VerificationError(
+                    f"0 of {cov.total} compute ops were quantized ({'; '.join(reasons)})", result=result
+                )
+        _move_into_place(staged, output)
+        result.output = output
+        timings["total"] = time.perf_counter() - started
+        return result
+
+
+def _move_into_place(staged: Path, output: Path) -> None:
+    """Move the verified model (and its external data, if any) to ``output`` atomically."""
+    data = staged.with_name(staged.name + ".data")
+    partial = output.with_name(f".{output.name}.{os.getpid()}.partial")
+    try:
+        if data.exists():
+            model = onnx.load(str(staged), load_external_data=True)
+            onnx.save(model, str(partial), save_as_external_data=True, location=output.name + ".data")
+        else:
+            with open(staged, "rb") as src, open(partial, "wb") as dst:
+                dst.write(src.read())
+        os.replace(partial, output)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+__all__ = ["calibrate", "float_activations", "load_model", "quantize"]

@@ -1,0 +1,254 @@
+"""End-to-end tests of hwquant.quantize with real onnxruntime on small models built with onnx.helper."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import modelzoo as mz
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+import hwquant
+from hwquant.errors import CalibrationError, ModelError, PolicyError, VerificationError
+from hwquant.plugins import registry as registry_mod
+
+BUILTINS = ["ort-default", "restricted-u8", "tensorrt-int8", "tflite-int8", "qnn-htp-a16w8", "pow2-int8"]
+
+
+@pytest.fixture(scope="module")
+def cnn_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cnn")
+    model = mz.cnn()
+    onnx.save(model, d / "cnn.onnx")
+    data = mz.sample_inputs(model, 24, batch=1)
+    return d / "cnn.onnx", data
+
+
+@pytest.fixture(scope="module")
+def transformer_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tr")
+    model = mz.transformer()
+    onnx.save(model, d / "tr.onnx")
+    return d / "tr.onnx", mz.sample_inputs(model, 24, batch=1)
+
+
+class _Reader(CalibrationDataReader):
+    def __init__(self, data):
+        self._it = iter(data)
+
+    def get_next(self):
+        return next(self._it, None)
+
+
+def qdq_params(model: onnx.ModelProto) -> dict[str, tuple[list[float], list[int], str]]:
+    """Scale, zero point and dtype of every DequantizeLinear, keyed by its quantized input tensor."""
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    out = {}
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and len(node.input) > 2:
+            zp = inits[node.input[2]]
+            out[node.input[0]] = (
+                np.atleast_1d(inits[node.input[1]]).tolist(),
+                np.atleast_1d(zp).astype(int).tolist(),
+                str(zp.dtype),
+            )
+    return out
+
+
+def ort_restricted(path, data, out):
+    quantize_static(
+        str(path),
+        str(out),
+        _Reader(data),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        extra_options={"ActivationRestrictedAsymmetric": True},
+    )
+    return onnx.load(str(out))
+
+
+def test_restricted_u8_cnn_matches_onnxruntime_exactly(cnn_files, tmp_path):
+    path, data = cnn_files
+    calib = data[:16]
+    result = hwquant.quantize(path, tmp_path / "hw.onnx", "restricted-u8", calib, eval_data=data[16:])
+    assert result.ok, result.check.summary()
+    ours = qdq_params(onnx.load(tmp_path / "hw.onnx"))
+    theirs = qdq_params(ort_restricted(path, calib, tmp_path / "ort.onnx"))
+    assert ours.keys() == theirs.keys()
+    assert ours == theirs
+
+
+def test_restricted_u8_transformer_complies_where_onnxruntime_does_not(transformer_files, tmp_path):
+    path, data = transformer_files
+    calib = data[:16]
+    result = hwquant.quantize(path, tmp_path / "hw.onnx", "restricted-u8", calib, eval_data=data[16:])
+    assert result.ok
+    ours = qdq_params(onnx.load(tmp_path / "hw.onnx"))
+    theirs = qdq_params(ort_restricted(path, calib, tmp_path / "ort.onnx"))
+    assert ours.keys() == theirs.keys()
+    uint8 = {k: v for k, v in ours.items() if v[2] == "uint8"}
+    assert uint8 and all(zp in ([0], [128]) for _, zp, _ in uint8.values())
+    ort_bad = {k for k, v in theirs.items() if v[2] == "uint8" and v[1] not in ([0], [128])}
+    # onnxruntime's option misses the MatMul -> Add bias constants; hwquant does not
+    assert ort_bad and all(".b_quantized" in k for k in ort_bad)
+    for k in ours.keys() - ort_bad:
+        assert ours[k] == theirs[k], k
+    assert hwquant.check(tmp_path / "ort.onnx", "restricted-u8").ok is False
+
+
+@pytest.mark.parametrize("profile", BUILTINS)
+@pytest.mark.parametrize("which", ["cnn", "transformer"])
+def test_every_builtin_profile_end_to_end(profile, which, cnn_files, transformer_files, tmp_path):
+    path, data = cnn_files if which == "cnn" else transformer_files
+    result = hwquant.quantize(path, tmp_path / "q.onnx", profile, data[:12], eval_data=data[12:16])
+    assert result.ok, result.check.summary()
+    assert hwquant.check(tmp_path / "q.onnx", profile).ok
+    assert result.coverage.quantized == result.coverage.total > 0
+    assert result.accuracy and all(np.isfinite(a.sqnr_db) and a.cosine > 0.9 for a in result.accuracy)
+    json.loads(result.to_json())
+
+
+def test_constant_node_weights_become_int8_initializers(tmp_path):
+    model = mz.constant_weights()
+    onnx.save(model, tmp_path / "paddle.onnx")
+    result = hwquant.quantize(tmp_path / "paddle.onnx", tmp_path / "q.onnx", "ort-default", mz.sample_inputs(model, 8))
+    q = onnx.load(tmp_path / "q.onnx")
+    weights = {n.input[1] for n in q.graph.node if n.op_type in ("Conv", "Gemm")}
+    producers = {o: n for n in q.graph.node for o in n.output}
+    inits = {i.name: i for i in q.graph.initializer}
+    for w in weights:
+        dq = producers[w]
+        assert dq.op_type == "DequantizeLinear"
+        assert inits[dq.input[0]].data_type == onnx.TensorProto.INT8
+    assert any("Constant nodes" in n for n in result.notes)
+
+
+def test_compute_inside_if_subgraphs_is_reported_not_a_success(tmp_path):
+    model = mz.if_subgraphs()
+    onnx.save(model, tmp_path / "if.onnx")
+    data = mz.sample_inputs(model, 8)
+    with pytest.raises(VerificationError, match="0 of 2 compute ops") as info:
+        hwquant.quantize(tmp_path / "if.onnx", tmp_path / "q.onnx", "ort-default", data)
+    assert not (tmp_path / "q.onnx").exists()
+    assert info.value.result.coverage.quantized == 0
+    result = hwquant.quantize(tmp_path / "if.onnx", tmp_path / "q.onnx", "ort-default", data, verify=False)
+    assert result.coverage.ratio == 0.0
+    assert all("subgraph" in r for r in result.coverage.float_ops.values())
+
+
+def test_old_opset_is_raised_for_per_channel_weights(tmp_path):
+    model = mz.cnn(opset=11)
+    onnx.save(model, tmp_path / "old.onnx")
+    result = hwquant.quantize(tmp_path / "old.onnx", tmp_path / "q.onnx", "tensorrt-int8", mz.sample_inputs(model, 8))
+    assert result.ok
+    q = onnx.load(tmp_path / "q.onnx")
+    assert q.opset_import[0].version >= 13
+    assert any(d.axis is not None for d in result.decisions if d.role == "weight")
+
+
+def test_already_quantized_input_is_refused(cnn_files, tmp_path):
+    path, data = cnn_files
+    hwquant.quantize(path, tmp_path / "q.onnx", "ort-default", data[:8])
+    with pytest.raises(ModelError, match="already quantized"):
+        hwquant.quantize(tmp_path / "q.onnx", tmp_path / "qq.onnx", "ort-default", data[:8])
+
+
+def test_input_untouched_nothing_beside_it_and_output_deterministic(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    model = mz.cnn(seed=3)
+    onnx.save(model, src / "m.onnx")
+    before = hashlib.sha256((src / "m.onnx").read_bytes()).hexdigest()
+    data = mz.sample_inputs(model, 10)
+    out = tmp_path / "out"
+    out.mkdir()
+    hwquant.quantize(src / "m.onnx", out / "a.onnx", "restricted-u8", data)
+    hwquant.quantize(src / "m.onnx", out / "b.onnx", "restricted-u8", data)
+    assert sorted(p.name for p in src.iterdir()) == ["m.onnx"]
+    assert hashlib.sha256((src / "m.onnx").read_bytes()).hexdigest() == before
+    assert (out / "a.onnx").read_bytes() == (out / "b.onnx").read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == ["a.onnx", "b.onnx"]
+    with pytest.raises(hwquant.HwquantError, match="over its input"):
+        hwquant.quantize(src / "m.onnx", src / "m.onnx", "restricted-u8", data)
+
+
+def test_one_calibration_many_profiles(cnn_files, tmp_path):
+    path, data = cnn_files
+    cal = hwquant.calibrate(path, data[:16], output=tmp_path / "cnn.hwqcal.npz")
+    for profile in ("ort-default", "restricted-u8", "tensorrt-int8", "pow2-int8"):
+        result = hwquant.quantize(path, tmp_path / f"{profile}.onnx", profile, tmp_path / "cnn.hwqcal.npz")
+        assert result.ok and result.samples["calibration"] == cal.samples == 16
+    other = mz.cnn(seed=9)
+    onnx.save(other, tmp_path / "other.onnx")
+    with pytest.raises(CalibrationError, match="different model"):
+        hwquant.quantize(tmp_path / "other.onnx", tmp_path / "x.onnx", "ort-default", tmp_path / "cnn.hwqcal.npz")
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_calibration_cache_reused(cnn_files, tmp_path):
+    path, data = cnn_files
+    cache = tmp_path / "cache.hwqcal.npz"
+    first = hwquant.quantize(path, tmp_path / "a.onnx", "ort-default", data[:8], calibration_cache=cache)
+    assert cache.is_file()
+    second = hwquant.quantize(path, tmp_path / "b.onnx", "ort-default", None, calibration_cache=cache)
+    assert first.samples["calibration"] == second.samples["calibration"]
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+
+
+def test_qoperator_format(cnn_files, tmp_path):
+    path, data = cnn_files
+    result = hwquant.quantize(path, tmp_path / "q.onnx", "ort-default", data[:8], format="qoperator")
+    assert result.ok
+    ops = {n.op_type for n in onnx.load(tmp_path / "q.onnx").graph.node}
+    assert "QLinearConv" in ops
+
+
+def test_model_with_external_data(tmp_path):
+    model = mz.cnn(channels=16)
+    onnx.save(model, tmp_path / "ext.onnx", save_as_external_data=True, location="ext.data", size_threshold=0)
+    result = hwquant.quantize(tmp_path / "ext.onnx", tmp_path / "q.onnx", "ort-default", mz.sample_inputs(model, 6))
+    assert result.ok
+
+
+def test_mismatched_calibration_names_the_input(cnn_files, tmp_path):
+    path, _ = cnn_files
+    bad = [{"images": np.zeros((1, 3, 16, 16), np.float32)}]
+    with pytest.raises(CalibrationError, match="images"):
+        hwquant.quantize(path, tmp_path / "q.onnx", "ort-default", bad)
+    assert not (tmp_path / "q.onnx").exists()
+
+
+class _BadPolicyPlugin:
+    @hwquant.hookimpl
+    def hwquant_policies(self):
+        def off_grid(stats, constraints):
+            return hwquant.QParams(np.float32(0.1), 77)
+
+        return {"off-grid": off_grid}
+
+    @hwquant.hookimpl
+    def hwquant_profiles(self):
+        return [{"name": "needs-off-grid", "extends": "restricted-u8", "activations": {"policy": "off-grid"}}]
+
+
+def test_policy_breaking_the_profile_names_plugin_and_tensor(cnn_files, tmp_path, monkeypatch):
+    path, data = cnn_files
+    reg = registry_mod.Registry.load(extra_plugins={"bad-plugin": _BadPolicyPlugin()})
+    monkeypatch.setattr(registry_mod, "_default", reg)
+    with pytest.raises(PolicyError, match=r"off-grid.*bad-plugin.*tensor 'input'.*not in allowed set"):
+        hwquant.quantize(path, tmp_path / "q.onnx", "needs-off-grid", data[:4])
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_tflite_shared_concat_and_fixed_softmax(cnn_files, tmp_path):
+    path, data = cnn_files
+    result = hwquant.quantize(path, tmp_path / "q.onnx", "tflite-int8", data[:8])
+    concat = next(d for d in result.decisions if d.tensor == "cat")
+    assert concat.rule == "shared" and "r2a" in concat.group
+    softmax = result.decision("probs")
+    assert softmax.rule == "fixed:Softmax" and softmax.scale == pytest.approx(1 / 256) and softmax.zero_point == -128
