@@ -2,7 +2,8 @@
 
 Both reproduce onnxruntime bit for bit (float32 range arithmetic, float64 scale, float32 storage,
 round-half-to-even zero point, scale 1 / zero point 0 below float32 ``tiny``), so a profile that names
-them quantizes exactly as onnxruntime's default recipe does.
+them quantizes exactly as onnxruntime's default recipe does. One deviation: below ``tiny`` (all-zero
+ranges) ``symmetric`` keeps the midpoint zero point (uint8: 128) where onnxruntime gives 0.
 """
 
 from __future__ import annotations
@@ -23,10 +24,15 @@ def _compute(stats: TensorStats, c: Constraints, symmetric: bool) -> QParams:
         absmax = np.maximum(np.abs(rmin), np.abs(rmax))
         rmin, rmax = -absmax, absmax
     scale = (np.float64(rmax) - np.float64(rmin)) / (np.float64(c.qmax) - np.float64(c.qmin))
+    midpoint = int(np.round((c.qmin + c.qmax) / np.float64(2.0)))
     if scale < _TINY:
-        return QParams(np.float32(1.0), 0)
+        # onnxruntime returns zero point 0 here even when symmetric; for unsigned types that is not the
+        # midpoint (uint8: 128), which breaks profiles allowing only the midpoint and per-channel
+        # equality. Deviation: symmetric keeps the midpoint (0 for signed types, as onnxruntime).
+        # Asymmetric keeps 0, clipped into [qmin, qmax] for ranges that exclude it.
+        return QParams(np.float32(1.0), midpoint if symmetric else int(np.clip(0, c.qmin, c.qmax)))
     if symmetric:
-        zp = np.round((c.qmin + c.qmax) / np.float64(2.0))
+        zp = midpoint
     else:
         zp = np.round(c.qmin - np.float64(rmin) / scale)
     # onnxruntime casts to the quantized dtype, which (for in-range values) keeps the rounded integer

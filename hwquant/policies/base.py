@@ -129,3 +129,23 @@ def covering_scales(rmin: float, rmax: float, qmin: int, qmax: int, zps: np.ndar
         neg = np.where(rmin < 0, np.where(zps > qmin, -rmin / (zps - qmin), np.inf), 0.0)
         pos = np.where(rmax > 0, np.where(zps < qmax, rmax / (qmax - zps), np.inf), 0.0)
     return np.maximum(neg, pos)
+
+
+def clipped_cover(rmin: float, rmax: float, qmin: int, qmax: int, zps: np.ndarray) -> tuple[int, float]:
+    """When no allowed zero point covers [rmin, rmax] (rmin <= 0 <= rmax): clip the smaller side.
+
+    Returns the zero point with the most room for the larger side it can reach, and the scale that
+    covers that side exactly. When no non-empty side can be reached at all (e.g. {qmin} for all-negative
+    values) it returns ``(zps[0], 0.0)``: the caller falls back to its all-zeros scale.
+    """
+    options = []  # (extent of the side, zero point, scale covering it)
+    if rmin < 0 and (zps > qmin).any():
+        zp = int(zps.max())
+        options.append((-rmin, zp, -rmin / (zp - qmin)))
+    if rmax > 0 and (zps < qmax).any():
+        zp = int(zps.min())
+        options.append((rmax, zp, rmax / (qmax - zp)))
+    if not options:
+        return int(zps[0]), 0.0
+    _, zp, scale = max(options, key=lambda o: o[0])
+    return zp, scale

@@ -1,10 +1,11 @@
 """The ``mse`` policy: the zero point and scale minimising expected squared error on the histogram.
 
-Candidates are clipped ranges [a * rmin, b * rmax] on a grid of fractions a, b in (0, 1]. Each is turned
-into qparams that obey the profile (the ``restricted`` rule, or ``power-of-two`` when the profile asks
-for it), and scored on the tensor's histogram: rounding error inside the grid plus clipping error
-outside it, measured at bin centres and weighted by counts. The unclipped range is always a candidate,
-so ``mse`` never scores worse than covering the range. Without a histogram it covers the range.
+Candidates are clipped ranges [a * min(rmin, 0), b * max(rmax, 0)] on a grid of fractions a, b in
+(0, 1]. Each is turned into qparams that obey the profile (the ``restricted`` rule, or ``power-of-two``
+when the profile asks for it), and scored on the tensor's histogram: rounding error inside the grid plus
+clipping error outside it, measured at bin centres and weighted by counts. The unclipped range is always
+a candidate, so ``mse`` never scores worse than covering the range. Without a histogram it covers the
+range.
 """
 
 from __future__ import annotations
@@ -40,12 +41,15 @@ def mse(stats: TensorStats, constraints: Constraints) -> QParams:
     centres = ((edges[:-1] + edges[1:]) / 2)[keep]
     counts = counts[keep]
     best_err = expected_error(centres, counts, best, constraints)
-    lo_fracs = FRACTIONS if stats.rmin < 0 else np.array([1.0])
-    hi_fracs = FRACTIONS if stats.rmax > 0 else np.array([1.0])
+    # Clip the range with 0 included: [a * rmin, b * rmax] itself is not a range when both ends have the
+    # same sign (an all-positive [1, 2] with b = 0.4 gave rmin > rmax and raised).
+    rmin, rmax = min(stats.rmin, 0.0), max(stats.rmax, 0.0)
+    lo_fracs = FRACTIONS if rmin < 0 else np.array([1.0])
+    hi_fracs = FRACTIONS if rmax > 0 else np.array([1.0])
     seen = {(float(best.scale), best.zero_point)}
     for a in lo_fracs:
         for b in hi_fracs:
-            qp = cover(TensorStats(stats.rmin * a, stats.rmax * b), constraints)
+            qp = cover(TensorStats(rmin * a, rmax * b), constraints)
             key = (float(qp.scale), qp.zero_point)
             if key in seen:
                 continue

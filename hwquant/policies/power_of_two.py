@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from hwquant.policies.base import Constraints, QParams, TensorStats, covering_scales, widen
+from hwquant.policies.base import Constraints, QParams, TensorStats, clipped_cover, covering_scales, widen
 
 
 def pow2_ceil(x: float) -> int:
@@ -20,12 +20,17 @@ def pow2_ceil(x: float) -> int:
     return exp - 1 if mantissa == 0.5 else exp
 
 
+# Powers of two a float32 can store (2**-149 is the smallest subnormal). Beyond them np.float32(2.0**e)
+# is 0 or inf: tiny or huge ranges used to get scale 0 (e.g. [0, 1e-45] uint8 needs 2**-157).
+_F32_EXPONENTS = (-149, 127)
+
+
 def _clamp_exponent(e: int, c: Constraints) -> int:
     if c.min_exponent is not None:
         e = max(e, c.min_exponent)
     if c.max_exponent is not None:
         e = min(e, c.max_exponent)
-    return e
+    return min(max(e, _F32_EXPONENTS[0]), _F32_EXPONENTS[1])
 
 
 def power_of_two(stats: TensorStats, constraints: Constraints) -> QParams:
@@ -42,9 +47,10 @@ def power_of_two(stats: TensorStats, constraints: Constraints) -> QParams:
     need = covering_scales(rmin, rmax, c.qmin, c.qmax, zps)
     feasible = np.isfinite(need)
     if not feasible.any():
-        # No allowed zero point covers both sides: cover the side that can be covered.
-        zp = int(zps[-1]) if rmin < 0 and zps[-1] > c.qmin else int(zps[0])
-        side = -rmin / (zp - c.qmin) if zp > c.qmin else rmax / (c.qmax - zp)
+        # No allowed zero point covers both sides: cover the larger side that can be covered, as
+        # ``restricted`` does (all-zeros scale when only 0 is representable).
+        zp, side = clipped_cover(rmin, rmax, c.qmin, c.qmax, zps)
+        side = side if side > 0 else 1.0 / (c.qmax - c.qmin)
         return QParams(np.float32(2.0 ** _clamp_exponent(pow2_ceil(side), c)), zp)
 
     exps = np.array([pow2_ceil(s) if f else 10**6 for s, f in zip(need, feasible, strict=True)])

@@ -12,14 +12,16 @@ midpoint: ``zero_points.uint8 = [0, 64]`` with ``ranges.uint8 = {qmin = 0, qmax 
 
 A degenerate range (all zeros) takes the smallest allowed zero point at or above qmin and scale
 1 / (qmax - qmin), as onnxruntime does. When no allowed zero point covers the range (e.g. only {0} for
-a tensor with negative values) the one with the least clipped side is chosen, covering the other side.
+a tensor with negative values) the smaller side is clipped: the zero point with the most room for the
+larger side it can reach is chosen, with the scale covering that side. When only zeros are representable
+(uint8 {0} for all-negative values) the all-zeros scale 1 / (qmax - qmin) is used.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from hwquant.policies.base import Constraints, QParams, TensorStats, covering_scales, widen
+from hwquant.policies.base import Constraints, QParams, TensorStats, clipped_cover, covering_scales, widen
 
 
 def _floored(scale: float, c: Constraints) -> np.float32:
@@ -27,6 +29,10 @@ def _floored(scale: float, c: Constraints) -> np.float32:
     s = np.float32(scale)
     if c.min_real_range is not None and float(s) < c.min_real_range / (c.qmax - c.qmin):
         s = np.float32(c.min_real_range / (c.qmax - c.qmin))
+    if s == 0:
+        # A range so small (|values| < ~1e-43) that its scale underflows float32: treat it as all zeros.
+        # onnxruntime's snap_zero_point_to_uint8 returns the unusable scale 0 here.
+        s = np.float32(1.0 / (c.qmax - c.qmin))
     return s
 
 
@@ -52,7 +58,9 @@ def restricted(stats: TensorStats, constraints: Constraints) -> QParams:
         else:
             scale = max(-rmin / (zp - c.qmin), rmax / (c.qmax - zp) if zp < c.qmax else 0.0)
     else:
-        # Clipping is unavoidable: keep the side that can be covered, with the largest room for it.
-        zp = int(zps[-1]) if rmin < 0 and zps[-1] > c.qmin else int(zps[0])
-        scale = -rmin / (zp - c.qmin) if zp > c.qmin else rmax / (c.qmax - zp)
+        # Clipping is unavoidable: cover the larger side that can be covered. (This used to always
+        # prefer the negative side, and returned scale 0 or -0.0 when the coverable side was empty.)
+        zp, scale = clipped_cover(rmin, rmax, c.qmin, c.qmax, zps)
+        if scale == 0.0:  # nothing representable but 0: as for an all-zero range
+            scale = 1.0 / (c.qmax - c.qmin)
     return QParams(_floored(scale, c), zp)
