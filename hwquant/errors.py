@@ -31,7 +31,8 @@ class UnknownNameError(HwquantError, LookupError):
         self.matches = matches
         hint = f" Did you mean {', '.join(repr(m) for m in matches)}?" if matches else ""
         listing = ", ".join(known) if known else "none"
-        super().__init__(f"unknown {kind} '{name}'.{hint} Known {kind}s: {listing}.")
+        kinds = kind[:-1] + "ies" if kind.endswith("y") else kind + "s"
+        super().__init__(f"unknown {kind} '{name}'.{hint} Known {kinds}: {listing}.")
 
 
 class PluginError(HwquantError):

@@ -75,7 +75,11 @@ class Registry:
     # ------------------------------------------------------------------ building
     @classmethod
     def load(cls, extra_plugins: Mapping[str, object] | None = None, entry_points: bool = True) -> Registry:
-        """Load the built-in plugin, the ``hwquant`` entry points and ``extra_plugins`` (name -> object)."""
+        """Load the built-in plugin, the ``hwquant`` entry points and ``extra_plugins`` (name -> object).
+
+        A plugin counts whole or not at all: when one of its hooks raises or returns something unusable,
+        it contributes nothing and ``plugins[name].error`` says why.
+        """
         pm = pluggy.PluginManager(hookspecs.PROJECT)
         pm.add_hookspecs(hookspecs)
         reg = cls()
@@ -83,81 +87,47 @@ class Registry:
         pm.register(builtin, name="builtin")
         if entry_points:
             for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-                dists[ep.name] = (ep.dist.name, ep.dist.version) if ep.dist else (None, None)
+                dist = (ep.dist.name, ep.dist.version) if ep.dist else (None, None)
                 try:
                     if pm.has_plugin(ep.name):
-                        raise PluginError(f"a plugin named '{ep.name}' is already loaded")
+                        raise PluginError(f"a plugin named '{ep.name}' is already loaded (from {dists[ep.name][0]})")
                     pm.register(ep.load(), name=ep.name)
+                    dists[ep.name] = dist
                 except Exception as exc:  # a broken plugin must not take the others down
-                    reg.plugins[ep.name] = PluginInfo(ep.name, *dists[ep.name], error=_describe(exc, ep.value))
+                    # a name clash is recorded under "name (distribution)", not over the plugin that has the name
+                    key = ep.name if ep.name not in dists and ep.name not in reg.plugins else f"{ep.name} ({dist[0]})"
+                    reg.plugins[key] = PluginInfo(key, *dist, error=_describe(exc, ep.value))
         for name, plugin in (extra_plugins or {}).items():
             pm.register(plugin, name=name)
-        contributed: dict[str, dict[str, list[str]]] = {"profiles": {}, "policies": {}}
-        for kind, hook, add in (
-            ("profiles", pm.hook.hwquant_profiles, reg._add_profiles),
-            ("policies", pm.hook.hwquant_policies, reg._add_policies),
+        staged: dict[str, dict[str, list[Any]]] = {}
+        for kind, hook, parse in (
+            ("profiles", pm.hook.hwquant_profiles, _parse_profiles),
+            ("policies", pm.hook.hwquant_policies, _parse_policies),
         ):
             for impl in hook.get_hookimpls():
+                name = impl.plugin_name
+                if name in reg.plugins:  # its other hook already failed
+                    continue
                 try:
-                    contributed[kind][impl.plugin_name] = add(impl.plugin_name, impl.function())
+                    staged.setdefault(name, {})[kind] = parse(name, impl.function())
                 except Exception as exc:  # a broken hook must not take the others down
-                    name = impl.plugin_name
                     reg.plugins[name] = PluginInfo(name, *dists.get(name, (None, None)), error=_describe(exc, name))
         for name, _ in pm.list_name_plugin():
-            if name not in reg.plugins:
-                reg.plugins[name] = PluginInfo(
-                    name,
-                    *dists.get(name, (None, None)),
-                    profiles=tuple(sorted(contributed["profiles"].get(name, []))),
-                    policies=tuple(sorted(contributed["policies"].get(name, []))),
-                )
-        return reg
-
-    def _add_profiles(self, plugin: str, result: Any) -> list[str]:
-        if result is None:
-            return []
-        if isinstance(result, (str, Path, Mapping, Profile)):
-            raise PluginError("hwquant_profiles must return a list of profiles, not a single one")
-        entries = []
-        for item in result:  # parse every item before registering any: a plugin counts whole or not at all
-            path = None
-            if isinstance(item, Profile):
-                data = item.model_dump(exclude_defaults=True)
-                data["name"] = item.name
-            elif isinstance(item, Mapping):
-                data = dict(item)
-            elif isinstance(item, (str, Path)):
-                path = Path(item)
-                data = load_profile_file(path)
-            else:
-                raise PluginError(f"hwquant_profiles returned {type(item).__name__}; expected a path or profile")
-            name = data.get("name")
-            if not isinstance(name, str):
-                raise ProfileError("every profile needs a 'name'", source=str(path or plugin), field="name")
-            info = ProfileInfo(
-                name=name,
-                description=str(data.get("description", "")),
-                source=str(data.get("source", "")),
-                extends=data.get("extends"),
-                plugin=plugin,
-                path=path,
+            if name in reg.plugins:
+                continue
+            profiles: list[_Entry] = staged.get(name, {}).get("profiles", [])
+            policies: list[tuple[str, Policy]] = staged.get(name, {}).get("policies", [])
+            for entry in profiles:
+                reg._profiles.setdefault(entry.info.name, []).append(entry)
+            for policy_name, fn in policies:
+                reg._policies.setdefault(policy_name, []).append((fn, name))
+            reg.plugins[name] = PluginInfo(
+                name,
+                *dists.get(name, (None, None)),
+                profiles=tuple(sorted(e.info.name for e in profiles)),
+                policies=tuple(sorted(n for n, _ in policies)),
             )
-            entries.append(_Entry(data, info))
-        for entry in entries:
-            self._profiles.setdefault(entry.info.name, []).append(entry)
-        return [e.info.name for e in entries]
-
-    def _add_policies(self, plugin: str, result: Any) -> list[str]:
-        if result is None:
-            return []
-        if not isinstance(result, Mapping):
-            raise PluginError("hwquant_policies must return a mapping of name -> policy")
-        for name, fn in result.items():
-            if not callable(fn):
-                raise PluginError(f"policy '{name}' is not callable")
-        for name, fn in result.items():
-            self._policies.setdefault(name, []).append((fn, plugin))
-        return list(result)
+        return reg
 
     # ------------------------------------------------------------------ lookups
     def profile_names(self) -> list[str]:
@@ -221,6 +191,52 @@ class Registry:
         out = {f"profile {n}": [e.info.plugin for e in es] for n, es in self._profiles.items() if len(es) > 1}
         out |= {f"policy {n}": [p for _, p in es] for n, es in self._policies.items() if len(es) > 1}
         return out
+
+
+def _parse_profiles(plugin: str, result: Any) -> list[_Entry]:
+    """Check what a ``hwquant_profiles`` hook returned; every item is parsed before any is registered."""
+    if result is None:
+        return []
+    if isinstance(result, (str, Path, Mapping, Profile)):
+        raise PluginError("hwquant_profiles must return a list of profiles, not a single one")
+    entries = []
+    for item in result:
+        path = None
+        if isinstance(item, Profile):
+            data = item.model_dump(exclude_defaults=True)
+            data["name"] = item.name
+        elif isinstance(item, Mapping):
+            data = dict(item)
+        elif isinstance(item, (str, Path)):
+            path = Path(item)
+            data = load_profile_file(path)
+        else:
+            raise PluginError(f"hwquant_profiles returned {type(item).__name__}; expected a path or profile")
+        name = data.get("name")
+        if not isinstance(name, str):
+            raise ProfileError("every profile needs a 'name'", source=str(path or plugin), field="name")
+        info = ProfileInfo(
+            name=name,
+            description=str(data.get("description", "")),
+            source=str(data.get("source", "")),
+            extends=data.get("extends"),
+            plugin=plugin,
+            path=path,
+        )
+        entries.append(_Entry(data, info))
+    return entries
+
+
+def _parse_policies(plugin: str, result: Any) -> list[tuple[str, Policy]]:
+    """Check what a ``hwquant_policies`` hook returned: a mapping of name -> callable."""
+    if result is None:
+        return []
+    if not isinstance(result, Mapping):
+        raise PluginError("hwquant_policies must return a mapping of name -> policy")
+    for name, fn in result.items():
+        if not callable(fn):
+            raise PluginError(f"policy '{name}' is not callable")
+    return list(result.items())
 
 
 def _no_conflict(kind: str, name: str, owners: list[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -14,6 +15,7 @@ from hwquant.errors import ProfileError
 from hwquant.profile.schema import Profile
 
 PROFILE_SUFFIXES = (".toml", ".json")
+_FIELD_PREFIX = re.compile(r"^([A-Za-z_]\w*(?:\.[\w-]+)*): (.+)$", re.DOTALL)
 
 
 def load_profile_file(path: str | Path) -> dict[str, Any]:
@@ -55,10 +57,18 @@ def validate_profile(data: Mapping[str, Any], source: str) -> Profile:
         return Profile.model_validate(dict(data))
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or None
+        loc = [str(p) for p in err["loc"] if p != "[key]"]
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "literal_error":  # "Input should be 'uint8', ...": say what was given
+            msg += f", not {err['input']!r}"
+        # A model validator reports on its whole model; its message starts with the field it means
+        # ("zero_points.uint8: ..."), which completes the location.
+        m = _FIELD_PREFIX.match(msg)
+        if m:
+            loc.append(m.group(1))
+            msg = m.group(2)
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ProfileError(msg + more, source=source, field=field) from None
+        raise ProfileError(msg + more, source=source, field=".".join(loc) or None) from None
 
 
 def resolve_profile(

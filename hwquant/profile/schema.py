@@ -115,7 +115,7 @@ class RoleRules(_Frozen):
     @model_validator(mode="after")
     def _consistent(self) -> RoleRules:
         if self.default_dtype is not None and self.default_dtype not in self.dtypes:
-            raise ValueError(f"default_dtype '{self.default_dtype}' is not one of dtypes {self.dtypes}")
+            raise ValueError(f"default_dtype: '{self.default_dtype}' is not one of dtypes {self.dtypes}")
         for dtype, r in self.ranges.items():
             lo, hi = DTYPE_RANGES[dtype]
             if r.qmin < lo or r.qmax > hi:
@@ -128,7 +128,8 @@ class RoleRules(_Frozen):
             r = self.qrange(dtype)
             bad = [z for z in zps if not r.qmin <= z <= r.qmax]
             if bad:
-                raise ValueError(f"zero_points.{dtype}: {bad} outside [qmin, qmax] = [{r.qmin}, {r.qmax}]")
+                limits = f"{'ranges.' if dtype in self.ranges else ''}{dtype} [{r.qmin}, {r.qmax}]"
+                raise ValueError(f"zero_points.{dtype}: {bad} outside {limits}")
         return self
 
 
