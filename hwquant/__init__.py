@@ -15,6 +15,7 @@ from hwquant.api import (
     profile_json_schema,
     resolve,
 )
+from hwquant.checker import CheckReport, check
 from hwquant.errors import (
     CalibrationError,
     HwquantError,
@@ -36,6 +37,8 @@ _ENGINE = {
     "QuantResult": "hwquant.engine.result",
     "Calibration": "hwquant.engine.calibrate",
     "ImagePreprocess": "hwquant.engine.data",
+    "compare": "hwquant.engine.compare",
+    "Comparison": "hwquant.engine.compare",
 }
 
 
@@ -55,6 +58,7 @@ except metadata.PackageNotFoundError:  # running from a source tree that was nev
 __all__ = [
     "Calibration",
     "CalibrationError",
+    "CheckReport",
     "Constraints",
     "HwquantError",
     "ImagePreprocess",
@@ -70,6 +74,7 @@ __all__ = [
     "VerificationError",
     "__version__",
     "calibrate",
+    "check",
     "get_policy",
     "get_profile",
     "hookimpl",

@@ -106,8 +106,8 @@ def _describe(
     spans = [_span(q, c) for q in qps]
     raws = raws or [raw]
     clipped = any(
-        lo > r[0] * (1 + 1e-6) + 1e-12 or hi < r[1] * (1 - 1e-6) - 1e-12
-        for (lo, hi), r in zip(spans, raws, strict=True)
+        lo > r[0] + 0.5 * float(q.scale) or hi < r[1] - 0.5 * float(q.scale)  # beyond half a step
+        for (lo, hi), r, q in zip(spans, raws, qps, strict=True)
     )
     widened = 0.0
     for (lo, hi), r in zip(spans, raws, strict=True):
@@ -156,6 +156,17 @@ def _run_policy(
             f"policy '{name}' (plugin '{plugin}') broke the profile on tensor '{tensor}' ({c.dtype}): {broken}"
         )
     return qp, plugin
+
+
+def relu_folds(profile: Profile, policies: PolicyLookup) -> bool:
+    """True when a non-negative activation gets zero point qmin, so quantization itself clamps at 0.
+
+    onnxruntime then drops Relu/Clip and gives their producer the output's qparams; with any other
+    zero point (e.g. symmetric int8 with zero point 0) the Relu must stay in the graph.
+    """
+    c = constraints_for(profile, "activations")
+    fn, _ = policies(profile.activations.policy)
+    return fn(TensorStats(0.0, 1.0), c).zero_point == c.qmin
 
 
 def decide(

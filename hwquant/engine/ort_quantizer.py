@@ -81,9 +81,9 @@ def _tensors_data(ranges: Mapping[str, tuple[float, float]]) -> TensorsData:
     )
 
 
-def _options(extra: Mapping[str, object]) -> dict[str, object]:
+def _options(keep_relu: bool, extra: Mapping[str, object]) -> dict[str, object]:
     # hwquant computes every scale itself; onnxruntime must not move a weight scale behind its back.
-    return {"QDQDisableWeightAdjustForInt32Bias": True, **extra}
+    return {"QDQDisableWeightAdjustForInt32Bias": True, "QDQKeepRemovableActivations": keep_relu, **extra}
 
 
 def plan(
@@ -94,8 +94,13 @@ def plan(
     activation_dtype: str,
     weight_dtype: str,
     nodes_to_exclude: Sequence[str] = (),
+    keep_relu: bool = False,
 ) -> Plan:
-    """Ask onnxruntime's QDQ quantizer what it would quantize (nothing is emitted)."""
+    """Ask onnxruntime's QDQ quantizer what it would quantize (nothing is emitted).
+
+    ``keep_relu`` keeps Relu/Clip in the graph; otherwise onnxruntime folds them into their producer,
+    which is only right when non-negative tensors get zero point qmin.
+    """
     quantizer = QDQQuantizer(
         copy.deepcopy(model),
         False,
@@ -106,7 +111,7 @@ def plan(
         [],
         list(nodes_to_exclude),
         list(op_types),
-        _options({}),
+        _options(keep_relu, {}),
     )
     consumers: dict[str, onnx.NodeProto] = {}
     for node in quantizer.model.nodes():
@@ -175,9 +180,10 @@ def emit(
     weight_dtype: str,
     fmt: Literal["qdq", "qoperator"] = "qdq",
     nodes_to_exclude: Sequence[str] = (),
+    keep_relu: bool = False,
 ) -> onnx.ModelProto:
     """Quantize ``model`` with onnxruntime, every qparam given through ``overrides``."""
-    options = _options({"TensorQuantOverrides": dict(overrides)})
+    options = _options(keep_relu, {"TensorQuantOverrides": dict(overrides)})
     args = (
         copy.deepcopy(model),
         False,  # per_channel: per-channel weights come from the overrides (with their axis)
@@ -204,6 +210,7 @@ def emit(
         else:
             quantizer = QDQQuantizer(*args, wtype, atype, data, [], list(nodes_to_exclude), list(op_types), options)
         quantizer.quantize_model()
+        quantizer.model.topological_sort()  # as onnxruntime's save_model_to_file does
     finally:
         logging.getLogger().setLevel(level)
     return quantizer.model.model

@@ -18,12 +18,12 @@ from typing import Any, Literal
 import onnx
 
 from hwquant.api import resolve
-from hwquant.check import check as check_model
+from hwquant.checker import check as check_model
 from hwquant.engine import ort_quantizer
 from hwquant.engine.calibrate import Calibration
 from hwquant.engine.calibrate import calibrate as run_calibration
 from hwquant.engine.data import ImagePreprocess, SampleSource, open_samples
-from hwquant.engine.decide import Tensor, decide, guard_int32_bias
+from hwquant.engine.decide import Tensor, decide, guard_int32_bias, relu_folds
 from hwquant.engine.prepare import Prepared, load_model, prepare, save_model
 from hwquant.engine.result import QuantResult
 from hwquant.engine.verify import accuracy, check_loadable, coverage
@@ -205,6 +205,8 @@ def quantize(
             if name in calib.ranges:
                 s = calib.stats(name)
                 ranges[name] = (s.rmin, s.rmax)
+        reg = registry()
+        keep_relu = not relu_folds(prof, reg.policy_entry)
         plan = ort_quantizer.plan(
             prepared.model,
             ranges,
@@ -212,11 +214,11 @@ def quantize(
             activation_dtype=act_dtype,
             weight_dtype=w_dtype,
             nodes_to_exclude=nodes_to_exclude,
+            keep_relu=keep_relu,
         )
         tensors = {
             n: Tensor(p.name, p.role, p.constant, p.consumer, p.consumer_op, p.shares) for n, p in plan.tensors.items()
         }
-        reg = registry()
         decisions = decide(
             prepared.model,
             tensors,
@@ -240,6 +242,7 @@ def quantize(
             weight_dtype=w_dtype,
             fmt=format,
             nodes_to_exclude=nodes_to_exclude,
+            keep_relu=keep_relu,
         )
         timings["quantize"] = time.perf_counter() - t
 
@@ -267,14 +270,14 @@ def quantize(
             sizes={"input": prepared.model.ByteSize(), "output": quantized.ByteSize()},
         )
         if verify:
-            if not report.ok:
-                raise VerificationError(
-                    f"the quantized model breaks profile '{prof.name}': {report.summary()}", result=result
-                )
             if cov.total and not cov.quantized:
                 reasons = sorted(set(cov.float_ops.values()))
                 raise VerificationError(
                     f"0 of {cov.total} compute ops were quantized ({'; '.join(reasons)})", result=result
+                )
+            if not report.ok:
+                raise VerificationError(
+                    f"the quantized model breaks profile '{prof.name}': {report.summary()}", result=result
                 )
         _move_into_place(staged, output)
         result.output = output

@@ -18,7 +18,7 @@ class TensorDecision:
     ``range`` the one the policy saw (after onnxruntime's Relu/Softmax adjustments and group
     unification); ``covered`` what the chosen qparams can represent. ``widened`` is True when the
     constraint made the grid coarser than plain min/max would (covered span / needed span - 1 > 1e-3),
-    ``clipped`` when part of the raw range falls outside ``covered``.
+    ``clipped`` when part of the raw range lies more than half a step outside ``covered``.
     """
 
     tensor: str
@@ -80,7 +80,7 @@ class QuantResult:
     method: str
     decisions: list[TensorDecision]
     coverage: Coverage
-    check: Any  # hwquant.check.CheckReport
+    check: Any  # hwquant.checker.CheckReport
     accuracy: list[OutputAccuracy] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     samples: dict[str, int] = field(default_factory=dict)
