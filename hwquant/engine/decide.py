@@ -70,8 +70,11 @@ class _Groups:
 
 def _constant_stats(arr: np.ndarray) -> TensorStats:
     flat = arr.astype(np.float32).ravel()
+    lo, hi = float(flat.min()), float(flat.max())
+    if lo == hi:  # one value: numpy widens the range by 0.5, which is no change at 3.4e38 and raises
+        return TensorStats(lo, hi, (np.array([flat.size]), np.array([lo, hi])))
     counts, edges = np.histogram(flat, bins=CONSTANT_BINS)
-    return TensorStats(float(flat.min()), float(flat.max()), (counts, edges))
+    return TensorStats(lo, hi, (counts, edges))
 
 
 def _weight_axis(profile: Profile, node: onnx.NodeProto | None) -> int | None:

@@ -188,7 +188,7 @@ def quantize(
             calib = _load_calibration(calibration if not cached else calibration_cache, prepared)
             if eval_data not in (None, False):
                 eval_source = open_samples(eval_data, prepared.model, image=image)
-        elif isinstance(calibration, (str, Path)) and Path(calibration).suffix == Calibration.SUFFIX:
+        elif isinstance(calibration, (str, Path)) and Calibration.is_calibration_file(calibration):
             calib = _load_calibration(calibration, prepared)
         else:
             calib_source, eval_source = _sources(calibration, prepared.model, samples, eval_data, image, random_samples)
