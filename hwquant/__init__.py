@@ -15,7 +15,6 @@ from hwquant.api import (
     profile_json_schema,
     resolve,
 )
-from hwquant.checker import CheckReport, check
 from hwquant.errors import (
     CalibrationError,
     HwquantError,
@@ -30,8 +29,11 @@ from hwquant.plugins.hookspecs import hookimpl
 from hwquant.policies.base import Constraints, QParams, TensorStats
 from hwquant.profile.schema import Profile
 
-# The engine imports onnxruntime; load it on first use so profile and check commands stay quick.
-_ENGINE = {
+# The checker imports onnx and the engine onnxruntime: load them on first use, so that commands that
+# only read profiles start quickly.
+_LAZY = {
+    "check": "hwquant.checker",
+    "CheckReport": "hwquant.checker",
     "quantize": "hwquant.engine.quantize",
     "calibrate": "hwquant.engine.quantize",
     "QuantResult": "hwquant.engine.result",
@@ -43,10 +45,10 @@ _ENGINE = {
 
 
 def __getattr__(name: str):
-    if name in _ENGINE:
+    if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_ENGINE[name]), name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'hwquant' has no attribute '{name}'")
 
 
@@ -59,6 +61,7 @@ __all__ = [
     "Calibration",
     "CalibrationError",
     "CheckReport",
+    "Comparison",
     "Constraints",
     "HwquantError",
     "ImagePreprocess",
@@ -75,6 +78,7 @@ __all__ = [
     "__version__",
     "calibrate",
     "check",
+    "compare",
     "get_policy",
     "get_profile",
     "hookimpl",

@@ -8,14 +8,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.text import Text
-
-from hwquant.checker import check
-from hwquant.errors import HwquantError
 
 
 def check_command(
-    model: Annotated[Path, typer.Argument(help="Quantized ONNX model (QDQ or QOperator).", show_default=False)],
+    model: Annotated[
+        Path, typer.Argument(metavar="MODEL", help="Quantized ONNX model (QDQ or QOperator).", show_default=False)
+    ],
     profile: Annotated[
         str, typer.Option("--profile", "-p", help="Profile name or profile file (.toml/.json).", show_default=False)
     ],
@@ -27,12 +25,9 @@ def check_command(
 
     Example: hwquant check model.qdq.onnx --profile tensorrt-int8
     """
-    try:
-        report = check(model, profile)
-    except HwquantError as exc:
-        # one line, never wrapped; Text so that names with [brackets] are not read as markup
-        Console(stderr=True).print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
-        raise typer.Exit(2) from None
+    from hwquant.checker import check  # onnx loads only for the commands that need it
+
+    report = check(model, profile)  # errors reach main(): one line, exit 2, traceback with --debug
     if json_out:
         typer.echo(report.to_json())
     else:
