@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import modelzoo
 import onnx
 import pytest
 from test_check_rules import U8, conv
-from typer.testing import CliRunner
 
 from hwquant import CheckReport, ModelError, UnknownNameError, check
 from hwquant.checker import RULES, SCHEMA, Finding
-from hwquant.cli.app import app
 
 REPORT_KEYS = {"schema", "model", "profile", "format", "ok", "counts", "checked", "findings"}
 FINDING_KEYS = {"rule", "severity", "node", "tensor", "role", "expected", "found", "message"}
@@ -35,8 +37,24 @@ def models(tmp_path: Path) -> dict[str, Path]:
     return paths
 
 
-def run(*args: str):
-    return CliRunner().invoke(app, ["check", *args])
+@dataclass
+class Run:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def run(*args: str) -> Run:
+    """The installed console script, as users run it (errors pass through its main())."""
+    exe = Path(sys.executable).with_name("hwquant")
+    proc = subprocess.run(
+        [str(exe), "check", *args], capture_output=True, text=True, env=os.environ | {"NO_COLOR": "1"}
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr)
 
 
 # ---------------------------------------------------------------------------------------------- report

@@ -24,7 +24,7 @@ from hwquant.cli.plugins_cmd import plugins_command
 from hwquant.cli.profiles_cmd import profiles_app
 from hwquant.cli.quantize_cmd import quantize_command
 from hwquant.cli.render import EXIT_FAILED, EXIT_USAGE
-from hwquant.errors import HwquantError, UnknownNameError, VerificationError
+from hwquant.errors import HwquantError, VerificationError
 
 app = typer.Typer(
     name="hwquant",
@@ -94,8 +94,6 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(130) from None
     except VerificationError as exc:
         _fail(exc, EXIT_FAILED, _check_hint(exc))
-    except UnknownNameError as exc:
-        _fail(exc, EXIT_USAGE, "List them with: hwquant profiles list" if exc.kind == "profile" else None)
     except HwquantError as exc:
         _fail(exc, EXIT_USAGE)
     except OSError as exc:

@@ -110,8 +110,7 @@ def open_data(path: Path | None, model: Path, image, what: str):
     """``path`` as given, or opened with its non-input arrays (labels) skipped when it has any."""
     if path is None:
         return None
-    from hwquant.engine.compare import extra_arrays
-    from hwquant.engine.data import open_samples
+    from hwquant.engine.data import extra_arrays, open_samples
 
     skipped = extra_arrays(path, model)
     if not skipped:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import zipfile
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 
 import onnx
 
-from hwquant.engine.data import ImagePreprocess, SampleSource, input_specs, open_samples
+from hwquant.engine.data import ImagePreprocess, SampleSource, extra_arrays, input_specs, open_samples
 from hwquant.engine.result import OutputAccuracy
 from hwquant.errors import HwquantError, ModelError
 
@@ -78,28 +77,6 @@ def _same_interface(a: onnx.ModelProto, a_name: str, b: onnx.ModelProto, b_name:
         )
 
 
-def extra_arrays(data: Any, model: str | os.PathLike | onnx.ModelProto) -> list[str]:
-    """Arrays of a stacked ``.npz`` that are not inputs of ``model`` (e.g. ``label``), when every input is
-    there.
-
-    Those are safe to skip. When an input is missing nothing is skipped, so the error names the
-    unexpected array instead. Anything unreadable gives ``[]``: opening the data or model reports it.
-    """
-    if not isinstance(data, (str, os.PathLike)) or Path(data).suffix.lower() != ".npz" or not Path(data).is_file():
-        return []
-    try:
-        with zipfile.ZipFile(data) as zf:
-            keys = [m.removesuffix(".npy") for m in zf.namelist() if m.endswith(".npy")]
-        if not isinstance(model, onnx.ModelProto):
-            model = onnx.load(os.fspath(model), load_external_data=False)
-        inputs = {s.name for s in input_specs(model)}
-    except Exception:
-        return []
-    if not inputs <= set(keys):
-        return []
-    return [k for k in keys if k not in inputs]
-
-
 def compare(
     float_model: str | os.PathLike | onnx.ModelProto,
     quant_model: str | os.PathLike | onnx.ModelProto,
@@ -158,4 +135,4 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-__all__ = ["Comparison", "compare", "extra_arrays"]
+__all__ = ["Comparison", "compare"]

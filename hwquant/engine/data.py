@@ -1143,3 +1143,25 @@ def _backend_for(source: Any, specs: list[InputSpec], image: ImagePreprocess | N
         f"unsupported calibration data of type {type(source).__name__}: expected a list or iterable of "
         "{input_name: array} dicts, a CalibrationDataReader, a dict of arrays, or a path"
     )
+
+
+def extra_arrays(data: Any, model: str | os.PathLike | onnx.ModelProto) -> list[str]:
+    """Arrays of a stacked ``.npz`` that are not inputs of ``model`` (e.g. ``label``), when every input is
+    there.
+
+    Those are safe to skip. When an input is missing nothing is skipped, so the error names the
+    unexpected array instead. Anything unreadable gives ``[]``: opening the data or model reports it.
+    """
+    if not isinstance(data, (str, os.PathLike)) or Path(data).suffix.lower() != ".npz" or not Path(data).is_file():
+        return []
+    try:
+        with zipfile.ZipFile(data) as zf:
+            keys = [m.removesuffix(".npy") for m in zf.namelist() if m.endswith(".npy")]
+        if not isinstance(model, onnx.ModelProto):
+            model = onnx.load(os.fspath(model), load_external_data=False)
+        inputs = {s.name for s in input_specs(model)}
+    except Exception:
+        return []
+    if not inputs <= set(keys):
+        return []
+    return [k for k in keys if k not in inputs]

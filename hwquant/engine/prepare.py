@@ -79,6 +79,16 @@ def load_model(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, st
     return loaded, str(path)
 
 
+def check_valid(model: onnx.ModelProto, source: str) -> None:
+    """Raise :class:`ModelError` naming the model when onnx.checker rejects it (e.g. nodes out of order)."""
+    if model.ByteSize() >= MAX_PROTOBUF:
+        return  # the in-memory checker cannot take it; onnxruntime reports problems when calibrating
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise ModelError(f"{source}: not a valid ONNX model: {exc}") from None
+
+
 def model_fingerprint(model: onnx.ModelProto) -> str:
     """sha256 over the model's graph (nodes, initializers, inputs and outputs)."""
     return hashlib.sha256(model.graph.SerializeToString(deterministic=True)).hexdigest()
@@ -175,6 +185,7 @@ def save_model(model: onnx.ModelProto, path: Path) -> None:
 def prepare(model: str | Path | onnx.ModelProto, workdir: Path, *, per_channel: bool) -> Prepared:
     """Load ``model`` and prepare it for quantization inside ``workdir``."""
     proto, source = load_model(model)
+    check_valid(proto, source)
     refuse_quantized(proto, source)
     prepared = Prepared(
         model=proto, path=workdir / "prepared.onnx", source=source, fingerprint=model_fingerprint(proto)

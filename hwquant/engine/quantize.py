@@ -22,7 +22,7 @@ from hwquant.checker import check as check_model
 from hwquant.engine import ort_quantizer
 from hwquant.engine.calibrate import Calibration
 from hwquant.engine.calibrate import calibrate as run_calibration
-from hwquant.engine.data import ImagePreprocess, SampleSource, open_samples
+from hwquant.engine.data import ImagePreprocess, SampleSource, extra_arrays, open_samples
 from hwquant.engine.decide import Tensor, decide, guard_int32_bias, relu_folds
 from hwquant.engine.prepare import Prepared, load_model, prepare, save_model
 from hwquant.engine.result import QuantResult
@@ -60,18 +60,23 @@ def _sources(
     image: ImagePreprocess | None,
     random_samples: int | None,
 ) -> tuple[SampleSource, SampleSource | None]:
-    calib = open_samples(data, model, image=image, random=random_samples)
+    calib = _open(data, model, image, random_samples)
     if samples is not None:
         calib = calib.take(samples)
     if eval_data is False:
         return calib, None
     if eval_data is not None:
-        return calib, open_samples(eval_data, model, image=image)
+        return calib, _open(eval_data, model, image)
     count = calib.count
     if count is None or count < 2:
         return calib, None
     holdout = max(1, min(MAX_HOLDOUT, int(count * DEFAULT_HOLDOUT_FRACTION)))
     return calib.split(holdout)
+
+
+def _open(data: Any, model: onnx.ModelProto, image: ImagePreprocess | None, random: int | None = None) -> SampleSource:
+    """Samples from ``data``; a stacked .npz may carry extra arrays (labels) beside every input: skipped."""
+    return open_samples(data, model, image=image, random=random, ignore=extra_arrays(data, model))
 
 
 def calibrate(
@@ -93,7 +98,7 @@ def calibrate(
     """
     with tempfile.TemporaryDirectory(prefix="hwquant-") as tmp:
         prepared = prepare(model, Path(tmp), per_channel=False)
-        source = open_samples(data, prepared.model, image=image, random=random_samples)
+        source = _open(data, prepared.model, image, random_samples)
         if samples is not None:
             source = source.take(samples)
         calib = _calibrate(prepared, source, method, histograms, providers, progress)
@@ -184,12 +189,11 @@ def quantize(
         eval_source = None
         want_hist = "mse" in prof.policies()
         cached = calibration_cache is not None and Path(calibration_cache).is_file()
-        if isinstance(calibration, Calibration) or cached:
-            calib = _load_calibration(calibration if not cached else calibration_cache, prepared)
+        saved = isinstance(calibration, (str, Path)) and Calibration.is_calibration_file(calibration)
+        if isinstance(calibration, Calibration) or saved or cached:
+            calib = _load_calibration(calibration_cache if cached else calibration, prepared)
             if eval_data not in (None, False):
-                eval_source = open_samples(eval_data, prepared.model, image=image)
-        elif isinstance(calibration, (str, Path)) and Calibration.is_calibration_file(calibration):
-            calib = _load_calibration(calibration, prepared)
+                eval_source = _open(eval_data, prepared.model, image)
         else:
             calib_source, eval_source = _sources(calibration, prepared.model, samples, eval_data, image, random_samples)
             calib = _calibrate(prepared, calib_source, method, want_hist, providers, progress)

@@ -25,8 +25,8 @@ class _Frozen(BaseModel):
 class QRange(_Frozen):
     """Integer range the target uses for one data type, e.g. narrow int8 ``{qmin=-127, qmax=127}``."""
 
-    qmin: int
-    qmax: int
+    qmin: int = Field(description="Smallest stored integer the target uses.")
+    qmax: int = Field(description="Largest stored integer the target uses.")
 
     @model_validator(mode="after")
     def _ordered(self) -> QRange:
@@ -38,7 +38,9 @@ class QRange(_Frozen):
 class ScaleRule(_Frozen):
     """Form of the scale: any positive float32, or a power of two ``2**e`` with optional bounds on e."""
 
-    form: Literal["float", "power-of-two"] = "float"
+    form: Literal["float", "power-of-two"] = Field(
+        "float", description="'float': any positive float32; 'power-of-two': scale = 2**e."
+    )
     min_exponent: int | None = Field(None, description="Smallest allowed e in 2**e (power-of-two only).")
     max_exponent: int | None = Field(None, description="Largest allowed e in 2**e (power-of-two only).")
 
@@ -163,8 +165,8 @@ class BiasRules(_Frozen):
 class FixedQParams(_Frozen):
     """Output qparams a target imposes on an op type, e.g. Softmax int8 (1/256, -128)."""
 
-    scale: float = Field(gt=0)
-    zero_point: int
+    scale: float = Field(gt=0, description="The output scale the target imposes.")
+    zero_point: int = Field(description="The output zero point the target imposes.")
 
 
 class OpRules(_Frozen):
@@ -187,7 +189,7 @@ class Profile(_Frozen):
     """What a hardware target accepts; loaded from a TOML/JSON file or contributed by a plugin."""
 
     name: Slug
-    description: str = ""
+    description: str = Field("", description="What the target is and what it accepts, in a few sentences.")
     source: str = Field("", description="Vendor document or spec the profile is based on.")
     extends: Slug | None = Field(None, description="Name of the profile this one inherits and overrides.")
     activations: ActivationRules = ActivationRules()
