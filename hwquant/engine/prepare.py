@@ -7,7 +7,6 @@ are never written to.
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from hwquant.engine.calibrate import model_fingerprint
 from hwquant.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -87,11 +87,6 @@ def check_valid(model: onnx.ModelProto, source: str) -> None:
         onnx.checker.check_model(model)
     except Exception as exc:
         raise ModelError(f"{source}: not a valid ONNX model: {exc}") from None
-
-
-def model_fingerprint(model: onnx.ModelProto) -> str:
-    """sha256 over the model's graph (nodes, initializers, inputs and outputs)."""
-    return hashlib.sha256(model.graph.SerializeToString(deterministic=True)).hexdigest()
 
 
 def opset_version(model: onnx.ModelProto) -> int:
