@@ -343,23 +343,11 @@ class _Builder:
         when not a constant. An absent zero point is zeros of the default type."""
         scale_name = node.input[scale_idx] if scale_idx < len(node.input) else ""
         zp_name = node.input[zp_idx] if zp_idx is not None and zp_idx < len(node.input) else ""
-        s = self.array(scale_name)
-        scale = None
-        if s is not None:
-            try:
-                scale = np.asarray(s).astype(np.float64)
-            except (TypeError, ValueError):
-                scale = None
+        scale = _numbers(self.array(scale_name), np.float64)
         if not zp_name:
             return scale, np.zeros(1, dtype=np.int64), None
-        z = self.array(zp_name)
         zp_type = self.consts[zp_name].data_type if zp_name in self.consts else self.types.get(zp_name)
-        zp = None
-        if z is not None:
-            try:
-                zp = np.asarray(z).astype(np.int64)
-            except (TypeError, ValueError):  # float8 zero points and the like
-                zp = None
+        zp = _numbers(self.array(zp_name), np.int64)  # None for float8 zero points and the like
         return scale, zp, zp_type
 
     def _declare(
@@ -431,12 +419,7 @@ class _Builder:
         dtype = self._dtype_of(name, zp_type or x_type)
         view = NodeView(label, "DequantizeLinear", node, list(node.input), list(node.output))
         decl = Decl(label, scale, zp, view.attr("axis", 1), view.attr("block_size", 0) or 0)
-        values = None
-        if x is not None:
-            try:
-                values = np.asarray(x).astype(np.int64)
-            except (TypeError, ValueError):
-                values = None
+        values = _numbers(x, np.int64)
         self._declare(
             name, decl, dtype, label=name, constant=x is not None, values=values, rank=None if x is None else x.ndim
         )
@@ -455,12 +438,7 @@ class _Builder:
                 continue
             x = self.array(name)
             x_type = self.consts[name].data_type if name in self.consts else None
-            values = None
-            if x is not None:
-                try:
-                    values = np.asarray(x).astype(np.int64)
-                except (TypeError, ValueError):
-                    values = None
+            values = _numbers(x, np.int64)
             rank = None if x is None else x.ndim
             if si is None:
                 if spec.base == "Where" and slot == 0:
@@ -589,3 +567,13 @@ def analyse(model: onnx.ModelProto) -> QuantGraph:
     b.infer_types()
     b.walk(model.graph)
     return b.finish()
+
+
+def _numbers(value, dtype) -> np.ndarray | None:
+    """``value`` as an array of ``dtype``, or None when it is absent or not numbers numpy can cast."""
+    if value is None:
+        return None
+    try:
+        return np.asarray(value).astype(dtype)
+    except (TypeError, ValueError):
+        return None

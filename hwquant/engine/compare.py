@@ -13,6 +13,7 @@ from typing import Any
 import onnx
 
 from hwquant.engine.data import ImagePreprocess, SampleSource, extra_arrays, input_specs, open_samples
+from hwquant.engine.prepare import load_model
 from hwquant.engine.result import OutputAccuracy
 from hwquant.errors import HwquantError, ModelError
 
@@ -49,21 +50,6 @@ class Comparison:
         return json.dumps(self.to_dict(), indent=indent)
 
 
-def _load(model: str | os.PathLike | onnx.ModelProto, what: str) -> tuple[onnx.ModelProto, str]:
-    if isinstance(model, onnx.ModelProto):
-        return model, f"<{what} ModelProto>"
-    path = Path(model)
-    if not path.is_file():
-        raise ModelError(f"{path}: no such model file")
-    try:
-        loaded = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise ModelError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
-    if not loaded.graph.node:
-        raise ModelError(f"{path}: the model has no nodes (is it an ONNX model?)")
-    return loaded, str(path)
-
-
 def _same_interface(a: onnx.ModelProto, a_name: str, b: onnx.ModelProto, b_name: str) -> None:
     ins_a, ins_b = [s.name for s in input_specs(a)], [s.name for s in input_specs(b)]
     if sorted(ins_a) != sorted(ins_b):
@@ -98,8 +84,8 @@ def compare(
     """
     from hwquant.engine.verify import accuracy, session  # onnxruntime: loaded only to run the models
 
-    fmodel, fname = _load(float_model, "float")
-    qmodel, qname = _load(quant_model, "quantized")
+    fmodel, fname = load_model(float_model)
+    qmodel, qname = load_model(quant_model)
     _same_interface(fmodel, fname, qmodel, qname)
     skipped = list(ignore) if ignore is not None else extra_arrays(data, fmodel)
     source: SampleSource = open_samples(data, fmodel, image=image, ignore=skipped)
