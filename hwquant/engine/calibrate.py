@@ -83,7 +83,7 @@ FORMAT = "hwquant-calibration"
 FORMAT_VERSION = 1
 
 OPT_LEVEL = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-BATCH_BYTES_MINMAX = 8 << 20  # activations stay inside onnxruntime: cache-sized batches run fastest
+BATCH_BYTES_MINMAX = 64 << 20  # activations stay inside onnxruntime; measured fastest on cnn224 and a transformer
 BATCH_BYTES_HISTOGRAMS = 32 << 20  # fetched tensors: bigger batches amortise the per-tensor numpy work
 MAX_BATCH = 64
 _PIPELINE = True
@@ -901,7 +901,7 @@ def calibrate(
     ``tensors`` are float tensors of the main graph: graph inputs and node outputs (an initializer is
     observed from its value). ``histograms=True`` collects histograms for minmax too (the ``mse`` policy
     uses them). ``batch_size=None`` picks the batch so that the observed tensors of one batch take about
-    ``memory_budget`` bytes (default: the fastest measured, 8 MiB for minmax, 32 MiB with histograms),
+    ``memory_budget`` bytes (default: the fastest measured, 64 MiB for minmax, 32 MiB with histograms),
     at most ``MAX_BATCH`` samples. ``num_quantized_bins`` is entropy's number of levels. ``progress``
     is called as ``progress(samples_done, total)`` after every batch; ``total`` defaults to ``len(data)``
     when ``data`` has a length. See the module docstring for the methods and the batching rules.

@@ -68,9 +68,16 @@ class _Groups:
         return out
 
 
-def _constant_stats(arr: np.ndarray) -> TensorStats:
+def needs_histogram(policy: Callable) -> bool:
+    """True when a policy asks for histograms (it sets ``needs_histogram = True``, as ``mse`` does)."""
+    return bool(getattr(policy, "needs_histogram", False))
+
+
+def _constant_stats(arr: np.ndarray, histogram: bool) -> TensorStats:
     flat = arr.astype(np.float32).ravel()
     lo, hi = float(flat.min()), float(flat.max())
+    if not histogram:
+        return TensorStats(lo, hi)
     if lo == hi:  # one value: numpy widens the range by 0.5, which is no change at 3.4e38 and raises
         return TensorStats(lo, hi, (np.array([flat.size]), np.array([lo, hi])))
     counts, edges = np.histogram(flat, bins=CONSTANT_BINS)
@@ -188,6 +195,8 @@ def decide(
     act_c = constraints_for(profile, "activations")
     w_c = constraints_for(profile, "weights")
     decisions: dict[str, TensorDecision] = {}
+    w_hist = needs_histogram(policies(profile.weights.policy)[0])
+    a_hist = needs_histogram(policies(profile.activations.policy)[0])
 
     # ---- weights: per channel where the profile allows it for the consuming op type
     for t in tensors.values():
@@ -197,9 +206,9 @@ def decide(
         axis = _weight_axis(profile, nodes.get(t.consumer or ""))
         if axis is not None and arr.ndim > axis:
             moved = np.moveaxis(arr, axis, 0).reshape(arr.shape[axis], -1)
-            channel_stats = [_constant_stats(ch) for ch in moved]
+            channel_stats = [_constant_stats(ch, w_hist) for ch in moved]
         else:
-            axis, channel_stats = None, [_constant_stats(arr)]
+            axis, channel_stats = None, [_constant_stats(arr, w_hist)]
         qps, plugin = [], None
         for s in channel_stats:
             qp, plugin = _run_policy(policies, profile.weights.policy, t.name, s, w_c)
@@ -215,7 +224,7 @@ def decide(
     own: dict[str, TensorStats] = {}
     for name, t in acts.items():
         if t.constant:
-            own[name] = _constant_stats(numpy_helper.to_array(inits[name]))
+            own[name] = _constant_stats(numpy_helper.to_array(inits[name]), a_hist)
         elif name in ranges:
             lo, hi = ranges[name]
             calib = stats(name)

@@ -23,7 +23,7 @@ from hwquant.engine import ort_quantizer
 from hwquant.engine.calibrate import Calibration
 from hwquant.engine.calibrate import calibrate as run_calibration
 from hwquant.engine.data import ImagePreprocess, SampleSource, extra_arrays, open_samples
-from hwquant.engine.decide import Tensor, decide, guard_int32_bias, relu_folds
+from hwquant.engine.decide import Tensor, decide, guard_int32_bias, needs_histogram, relu_folds
 from hwquant.engine.prepare import Prepared, load_model, prepare, save_model
 from hwquant.engine.result import QuantResult
 from hwquant.engine.verify import accuracy, check_loadable, coverage
@@ -187,7 +187,7 @@ def quantize(
 
         t = time.perf_counter()
         eval_source = None
-        want_hist = "mse" in prof.policies()
+        want_hist = needs_histogram(registry().get_policy(prof.activations.policy))
         cached = calibration_cache is not None and Path(calibration_cache).is_file()
         saved = isinstance(calibration, (str, Path)) and Calibration.is_calibration_file(calibration)
         if isinstance(calibration, Calibration) or saved or cached:

@@ -17,6 +17,7 @@ COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Einsum", "A
 RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN"})
 SUBGRAPH_OPS = frozenset({"If", "Loop", "Scan"})
 # QOperator replacements of compute ops
+EVAL_BATCH = 16  # evaluation samples per onnxruntime run, when every input has a symbolic batch axis
 QUANT_COMPUTE_OPS = frozenset({"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm", "QAttention"})
 
 
@@ -132,9 +133,29 @@ def accuracy(
     ref, got = session(float_path, providers), session(quant_path, providers)
     names = [o.name for o in ref.get_outputs()]
     acc = {n: _Accumulator() for n in names}
+    batchable = all(isinstance(i.shape[0], str) or i.shape[0] is None for i in ref.get_inputs() if i.shape)
     count = 0
-    for feed in samples:
+    for feed, n in _batches(samples, EVAL_BATCH if batchable else 1):
         for name, a, b in zip(names, ref.run(names, feed), got.run(names, feed), strict=True):
             acc[name].add(np.asarray(a), np.asarray(b))
-        count += 1
+        count += n
     return [acc[n].result(n) for n in names], count
+
+
+def _batches(samples: Iterable[dict[str, np.ndarray]], size: int) -> Iterable[tuple[dict[str, np.ndarray], int]]:
+    """Consecutive samples of equal shapes concatenated along the (symbolic) batch axis, ``size`` at most,
+    with the number of samples in each."""
+    pending: list[dict[str, np.ndarray]] = []
+
+    def flush() -> tuple[dict[str, np.ndarray], int]:
+        n = len(pending)
+        feed = pending[0] if n == 1 else {k: np.concatenate([p[k] for p in pending]) for k in pending[0]}
+        pending.clear()
+        return feed, n
+
+    for feed in samples:
+        if pending and (len(pending) == size or any(v.shape != pending[0][k].shape for k, v in feed.items())):
+            yield flush()
+        pending.append(feed)
+    if pending:
+        yield flush()

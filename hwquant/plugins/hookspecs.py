@@ -39,5 +39,6 @@ def hwquant_policies() -> Mapping[str, Policy]:
 
     A policy is a callable ``policy(stats: TensorStats, constraints: Constraints) -> QParams``; it must
     be pure numpy (no onnxruntime) and return qparams that obey ``constraints``. Policy names must be
-    unique across all plugins.
+    unique across all plugins. A policy that wants the tensor's histogram in ``stats.histogram`` sets the
+    attribute ``needs_histogram = True`` on itself; calibration then collects histograms.
     """

@@ -58,3 +58,6 @@ def mse(stats: TensorStats, constraints: Constraints) -> QParams:
             if err < best_err:
                 best, best_err = qp, err
     return best
+
+
+mse.needs_histogram = True  # type: ignore[attr-defined]  # the engine collects histograms for it
