@@ -1,0 +1,1 @@
+"""hwquant benchmarks on real trained models with real inputs (see docs/benchmarks.md)."""
