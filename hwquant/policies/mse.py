@@ -1,7 +1,7 @@
 """The ``mse`` policy: the zero point and scale minimising expected squared error on the histogram.
 
 Candidates are clipped ranges [a * min(rmin, 0), b * max(rmax, 0)] on a grid of fractions a, b in
-(0, 1]. Each is turned into qparams that obey the profile (the ``restricted`` rule, or ``power-of-two``
+[0, 1] (0 drops a side). Each is turned into qparams that obey the profile (the ``restricted`` rule, or ``power-of-two``
 when the profile asks for it), and scored on the tensor's histogram: rounding error inside the grid plus
 clipping error outside it, measured at bin centres and weighted by counts. The unclipped range is always
 a candidate, so ``mse`` never scores worse than covering the range. Without a histogram it covers the
@@ -16,7 +16,8 @@ from hwquant.policies.base import Constraints, QParams, TensorStats
 from hwquant.policies.power_of_two import power_of_two
 from hwquant.policies.restricted import restricted
 
-FRACTIONS = np.concatenate([np.linspace(0.05, 0.5, 10, endpoint=False), np.linspace(0.5, 1.0, 26)])
+# 0 drops a whole side: a small negative tail (GELU) can then take zero point qmin under {0, 128} sets
+FRACTIONS = np.concatenate([[0.0], np.linspace(0.05, 0.5, 10, endpoint=False), np.linspace(0.5, 1.0, 26)])
 
 
 def expected_error(centres: np.ndarray, counts: np.ndarray, qp: QParams, c: Constraints) -> float:
