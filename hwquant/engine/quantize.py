@@ -178,6 +178,8 @@ def quantize(
         raise HwquantError(f"{output.parent}: output folder does not exist")
     if format not in ("qdq", "qoperator"):
         raise HwquantError(f"unknown format '{format}' (use 'qdq' or 'qoperator')")
+    if not prof.bias.quantize:
+        raise HwquantError(f"profile '{prof.name}': bias.quantize = false is not supported by the engine yet")
 
     with tempfile.TemporaryDirectory(prefix="hwquant-") as tmp_name:
         tmp = Path(tmp_name)
@@ -232,8 +234,6 @@ def quantize(
             reg.policy_entry,
         )
         guard_int32_bias(prepared.model, {b.name: (b.input, b.weight) for b in plan.biases.values()}, decisions, prof)
-        if prof.bias.quantize is False:
-            raise HwquantError("profiles with bias.quantize = false are not supported by the engine yet")
         overrides = {
             d.tensor: ort_quantizer.override(d.dtype, d.scale, d.zero_point, d.axis) for d in decisions.values()
         }
