@@ -106,19 +106,6 @@ def image_preprocess(
     return ImagePreprocess(**kwargs)
 
 
-def open_data(path: Path | None, model: Path, image, what: str):
-    """``path`` as given, or opened with its non-input arrays (labels) skipped when it has any."""
-    if path is None:
-        return None
-    from hwquant.engine.data import extra_arrays, open_samples
-
-    skipped = extra_arrays(path, model)
-    if not skipped:
-        return path
-    render.note(f"{what}: skipping {', '.join(repr(s) for s in skipped)} in {path} (not model inputs)")
-    return open_samples(path, model, image=image, ignore=skipped)
-
-
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder, so it is whole or absent."""
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
@@ -341,8 +328,8 @@ def quantize_command(
     import hwquant
 
     prof = hwquant.resolve(profile)  # an unknown name or a broken file fails before any data is read
-    calib_data = open_data(calibration, input, image, "calibration") if not cached else None
-    eval_source: Any = False if no_eval else open_data(eval_data, input, image, "evaluation")
+    calib_data = calibration if not cached else None
+    eval_source: Any = False if no_eval else eval_data
     with render.progress_bar("calibrating") as progress:
         try:
             result = hwquant.quantize(
@@ -356,7 +343,7 @@ def quantize_command(
                 format=fmt.value,
                 calibration_cache=calibration_cache,
                 verify=verify,
-                image=image if isinstance(calib_data, (Path, type(None))) else None,
+                image=image,
                 random_samples=random,
                 nodes_to_exclude=exclude_node or (),
                 progress=progress,

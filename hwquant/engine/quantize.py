@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -75,8 +76,13 @@ def _sources(
 
 
 def _open(data: Any, model: onnx.ModelProto, image: ImagePreprocess | None, random: int | None = None) -> SampleSource:
-    """Samples from ``data``; a stacked .npz may carry extra arrays (labels) beside every input: skipped."""
-    return open_samples(data, model, image=image, random=random, ignore=extra_arrays(data, model))
+    """Samples from ``data``; a stacked .npz may carry extra arrays (labels) beside every input: skipped,
+    with a warning naming them."""
+    skipped = extra_arrays(data, model)
+    if skipped:
+        names = ", ".join(repr(s) for s in skipped)
+        warnings.warn(f"skipping {names} in {data} (not model inputs)", stacklevel=3)
+    return open_samples(data, model, image=image, random=random, ignore=skipped)
 
 
 def calibrate(
