@@ -8,11 +8,13 @@ import json
 import modelzoo as mz
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
 import hwquant
+import hwquant.engine.calibrate as calibrate_mod
 from hwquant.errors import CalibrationError, ModelError, PolicyError, VerificationError
 from hwquant.plugins import registry as registry_mod
 
@@ -72,15 +74,27 @@ def ort_restricted(path, data, out):
     return onnx.load(str(out))
 
 
-def test_restricted_u8_cnn_matches_onnxruntime_exactly(cnn_files, tmp_path):
+def test_restricted_u8_cnn_matches_onnxruntime_exactly(cnn_files, tmp_path, monkeypatch):
     path, data = cnn_files
     calib = data[:16]
+    theirs = qdq_params(ort_restricted(path, calib, tmp_path / "ort.onnx"))
+    # Calibrating at onnxruntime's calibration level (no graph optimizations): every scale and zero point
+    # is identical.
+    monkeypatch.setattr(calibrate_mod, "OPT_LEVEL", ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     result = hwquant.quantize(path, tmp_path / "hw.onnx", "restricted-u8", calib, eval_data=data[16:])
     assert result.ok, result.check.summary()
     ours = qdq_params(onnx.load(tmp_path / "hw.onnx"))
-    theirs = qdq_params(ort_restricted(path, calib, tmp_path / "ort.onnx"))
     assert ours.keys() == theirs.keys()
     assert ours == theirs
+    # At the default level (the optimized graph, e.g. NCHWc Conv kernels) the ranges move by float rounding:
+    # same zero points, scales equal to 1e-6.
+    monkeypatch.undo()
+    hwquant.quantize(path, tmp_path / "hw2.onnx", "restricted-u8", calib, eval_data=False)
+    fast = qdq_params(onnx.load(tmp_path / "hw2.onnx"))
+    assert fast.keys() == theirs.keys()
+    for k, (scale, zp, dtype) in theirs.items():
+        assert fast[k][1:] == (zp, dtype), k
+        np.testing.assert_allclose(fast[k][0], scale, rtol=1e-6, err_msg=k)
 
 
 def test_restricted_u8_transformer_complies_where_onnxruntime_does_not(transformer_files, tmp_path):
@@ -206,6 +220,26 @@ def test_qoperator_format(cnn_files, tmp_path):
     assert result.ok
     ops = {n.op_type for n in onnx.load(tmp_path / "q.onnx").graph.node}
     assert "QLinearConv" in ops
+
+
+def test_profile_with_float_biases(cnn_files, tmp_path):
+    """bias.quantize = false: weights and activations quantized, every Conv/Gemm bias stays a float
+    initializer, and the model passes the profile's check and runs."""
+    path, data = cnn_files
+    (tmp_path / "fb.toml").write_text(
+        'name = "float-bias"\nextends = "tensorrt-int8"\ndescription = "d"\nsource = "s"\n[bias]\nquantize = false\n'
+    )
+    result = hwquant.quantize(path, tmp_path / "q.onnx", tmp_path / "fb.toml", data[:12], eval_data=data[12:16])
+    assert result.ok and result.coverage.quantized == result.coverage.total
+    assert result.check.checked["biases"] == 0
+    q = onnx.load(tmp_path / "q.onnx")
+    inits = {i.name: i for i in q.graph.initializer}
+    biased = [n for n in q.graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) > 2]
+    assert biased and all(inits[n.input[2]].data_type == onnx.TensorProto.FLOAT for n in biased)
+    assert all(a.cosine > 0.99 for a in result.accuracy)
+    with pytest.raises(hwquant.HwquantError, match="QOperator ops take int32 biases"):
+        hwquant.quantize(path, tmp_path / "q2.onnx", tmp_path / "fb.toml", data[:12], format="qoperator")
+    assert not (tmp_path / "q2.onnx").exists()
 
 
 def test_model_with_external_data(tmp_path):

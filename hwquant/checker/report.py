@@ -10,12 +10,11 @@ import io
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:  # rich is imported when a report is rendered, not by every quantize() call
+    from rich.console import Console
+    from rich.table import Table
 
 SCHEMA = "hwquant.check/1"
 
@@ -160,6 +159,9 @@ class CheckReport:
 
     def table(self) -> Table:
         """The findings as a :class:`rich.table.Table` (one row per finding)."""
+        from rich.table import Table
+        from rich.text import Text
+
         table = Table(title=Text(f"hwquant check: {self.model} / {self.profile}"), title_justify="left")
         table.add_column("severity", no_wrap=True)
         table.add_column("rule", no_wrap=True)
@@ -175,6 +177,8 @@ class CheckReport:
 
     def render(self, width: int = 160) -> str:
         """The table (when there are findings) and the summary line as plain text."""
+        from rich.console import Console
+
         buf = io.StringIO()
         console = Console(file=buf, width=width, color_system=None, highlight=False)
         self.print(console)
@@ -182,6 +186,8 @@ class CheckReport:
 
     def print(self, console: Console) -> None:
         """Print the table (when there are findings) and the summary line to ``console``."""
+        from rich.markup import escape
+
         if self.findings:
             console.print(self.table())
         style = "green" if self.ok else "red"

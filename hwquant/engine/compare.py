@@ -100,13 +100,14 @@ def compare(
                 paths.append(path)
             else:
                 paths.append(Path(given))
+        sessions = []
         for path, name in zip(paths, (fname, qname), strict=True):
             try:
-                session(path, providers)
+                sessions.append(session(path, providers))
             except Exception as exc:
                 raise ModelError(f"{name}: onnxruntime cannot load it ({_first_line(exc)})") from None
         try:
-            outputs, count = accuracy(paths[0], paths[1], source, providers)
+            outputs, count = accuracy(*sessions, source)
         except HwquantError:
             raise
         except Exception as exc:

@@ -81,37 +81,45 @@ def _tensors_data(ranges: Mapping[str, tuple[float, float]]) -> TensorsData:
     )
 
 
-def _options(keep_relu: bool, extra: Mapping[str, object]) -> dict[str, object]:
-    # hwquant computes every scale itself; onnxruntime must not move a weight scale behind its back.
-    return {"QDQDisableWeightAdjustForInt32Bias": True, "QDQKeepRemovableActivations": keep_relu, **extra}
-
-
-def plan(
-    model: onnx.ModelProto,
-    ranges: Mapping[str, tuple[float, float]],
-    *,
-    op_types: Sequence[str],
-    activation_dtype: str,
-    weight_dtype: str,
-    nodes_to_exclude: Sequence[str] = (),
-    keep_relu: bool = False,
-) -> Plan:
-    """Ask onnxruntime's QDQ quantizer what it would quantize (nothing is emitted).
+@dataclass(frozen=True)
+class Recipe:
+    """What onnxruntime's quantizer is told besides the qparams: the same for :func:`plan` and :func:`emit`.
 
     ``keep_relu`` keeps Relu/Clip in the graph; otherwise onnxruntime folds them into their producer,
-    which is only right when non-negative tensors get zero point qmin.
+    which is only right when non-negative tensors get zero point qmin. ``quantize_bias`` False leaves
+    biases in float (QDQ only: QOperator ops take int32 biases).
     """
+
+    op_types: Sequence[str]
+    activation_dtype: str
+    weight_dtype: str
+    nodes_to_exclude: Sequence[str] = ()
+    keep_relu: bool = False
+    quantize_bias: bool = True
+
+    def options(self, **extra: object) -> dict[str, object]:
+        # hwquant computes every scale itself; onnxruntime must not move a weight scale behind its back.
+        return {
+            "QDQDisableWeightAdjustForInt32Bias": True,
+            "QDQKeepRemovableActivations": self.keep_relu,
+            "QuantizeBias": self.quantize_bias,
+            **extra,
+        }
+
+
+def plan(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]], recipe: Recipe) -> Plan:
+    """Ask onnxruntime's QDQ quantizer what it would quantize (nothing is emitted)."""
     quantizer = QDQQuantizer(
         copy.deepcopy(model),
         False,
         False,
-        QUANT_TYPES[weight_dtype],
-        QUANT_TYPES[activation_dtype],
+        QUANT_TYPES[recipe.weight_dtype],
+        QUANT_TYPES[recipe.activation_dtype],
         _tensors_data(ranges),
         [],
-        list(nodes_to_exclude),
-        list(op_types),
-        _options(keep_relu, {}),
+        list(recipe.nodes_to_exclude),
+        list(recipe.op_types),
+        recipe.options(),
     )
     consumers: dict[str, onnx.NodeProto] = {}
     for node in quantizer.model.nodes():
@@ -174,23 +182,21 @@ def emit(
     model: onnx.ModelProto,
     ranges: Mapping[str, tuple[float, float]],
     overrides: Mapping[str, list[dict[str, object]]],
-    *,
-    op_types: Sequence[str],
-    activation_dtype: str,
-    weight_dtype: str,
+    recipe: Recipe,
     fmt: Literal["qdq", "qoperator"] = "qdq",
-    nodes_to_exclude: Sequence[str] = (),
-    keep_relu: bool = False,
 ) -> onnx.ModelProto:
     """Quantize ``model`` with onnxruntime, every qparam given through ``overrides``."""
-    options = _options(keep_relu, {"TensorQuantOverrides": dict(overrides)})
+    if fmt == "qoperator" and not recipe.quantize_bias:
+        raise ValueError("QOperator output needs int32 biases")
+    options = recipe.options(TensorQuantOverrides=dict(overrides))
     args = (
         copy.deepcopy(model),
         False,  # per_channel: per-channel weights come from the overrides (with their axis)
         False,  # reduce_range: ranges are in the profile, not a flag
     )
     data = _tensors_data(ranges)
-    wtype, atype = QUANT_TYPES[weight_dtype], QUANT_TYPES[activation_dtype]
+    wtype, atype = QUANT_TYPES[recipe.weight_dtype], QUANT_TYPES[recipe.activation_dtype]
+    op_types, nodes_to_exclude = list(recipe.op_types), list(recipe.nodes_to_exclude)
     level = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # onnxruntime logs advice through the root logger
     try:
@@ -203,12 +209,12 @@ def emit(
                 atype,
                 data,
                 [],
-                list(nodes_to_exclude),
-                list(op_types),
+                nodes_to_exclude,
+                op_types,
                 options,
             )
         else:
-            quantizer = QDQQuantizer(*args, wtype, atype, data, [], list(nodes_to_exclude), list(op_types), options)
+            quantizer = QDQQuantizer(*args, wtype, atype, data, [], nodes_to_exclude, op_types, options)
         quantizer.quantize_model()
         quantizer.model.topological_sort()  # as onnxruntime's save_model_to_file does
     finally:

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from google.protobuf.message import EncodeError
 from onnx import numpy_helper
+from onnx.external_data_helper import uses_external_data
 
 from hwquant.engine.calibrate import model_fingerprint
 from hwquant.errors import ModelError
@@ -45,6 +47,11 @@ QUANTIZED_OP_TYPES = frozenset(
     }
 )
 MAX_PROTOBUF = 2**31 - 1
+"""Protobuf cannot serialise a message this large: models over it are checked, shape-inferred, calibrated and
+saved by path, with their weights as external data. Tests lower it to run those code paths on small models."""
+EXTERNAL_THRESHOLD = 1024
+"""When a model is saved with external data, initializers of at least this many bytes go to the data file."""
+EXTERNAL_ALIGN = 4096  # offsets of external tensors: page-aligned, so onnxruntime can map them
 _CONSTANT_ATTRS = ("value", "value_float", "value_floats", "value_int", "value_ints")
 
 
@@ -61,6 +68,9 @@ class Prepared:
     opset_from: int | None = None
     opset_to: int | None = None
     notes: list[str] = field(default_factory=list)
+    large: bool = False
+    """Over :data:`MAX_PROTOBUF`: ``model`` cannot be serialised, pass ``path`` to whatever needs bytes (an
+    onnxruntime session, calibration); ``path`` keeps the weights in ``<name>.data`` beside it."""
 
 
 def load_model(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
@@ -79,12 +89,37 @@ def load_model(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, st
     return loaded, str(path)
 
 
-def check_valid(model: onnx.ModelProto, source: str) -> None:
-    """Raise :class:`ModelError` naming the model when onnx.checker rejects it (e.g. nodes out of order)."""
-    if model.ByteSize() >= MAX_PROTOBUF:
-        return  # the in-memory checker cannot take it; onnxruntime reports problems when calibrating
+def model_size(model: onnx.ModelProto) -> int:
+    """The serialised size of ``model`` in bytes; for a model past protobuf's limit (which ``ByteSize()`` refuses
+    with protobuf's upb backend) the sum of its parts' sizes, which is within a few bytes per part."""
     try:
-        onnx.checker.check_model(model)
+        return model.ByteSize()
+    except (EncodeError, ValueError, OverflowError):
+        pass
+    g = model.graph
+    parts = (*g.initializer, *g.sparse_initializer, *g.node, *g.input, *g.output, *g.value_info, *model.functions)
+    return sum(part.ByteSize() for part in parts)
+
+
+def exceeds_protobuf_limit(model: onnx.ModelProto) -> bool:
+    """Whether ``model`` is too large to serialise in one piece (see :data:`MAX_PROTOBUF`)."""
+    return model_size(model) >= MAX_PROTOBUF
+
+
+def check_valid(model: onnx.ModelProto, source: str, path: str | Path | None = None) -> None:
+    """Raise :class:`ModelError` naming the model when onnx.checker rejects it (e.g. nodes out of order).
+
+    A model over the protobuf limit is checked by ``path`` (the file it was loaded from, its external data
+    beside it), which onnx.checker reads without loading the weights; without a path it is not checked here
+    and onnxruntime reports problems when calibrating.
+    """
+    target: onnx.ModelProto | str = model
+    if exceeds_protobuf_limit(model):
+        if path is None:
+            return
+        target = str(path)
+    try:
+        onnx.checker.check_model(target)
     except Exception as exc:
         raise ModelError(f"{source}: not a valid ONNX model: {exc}") from None
 
@@ -141,6 +176,11 @@ def raise_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
     current = opset_version(model)
     if current >= target:
         return model
+    if exceeds_protobuf_limit(model):
+        raise ModelError(
+            f"the model is at opset {current} and per-channel quantization needs opset {target}, but onnx's "
+            "version converter cannot take a model over 2 GB: convert it to opset 13 or later first"
+        )
     try:
         converted = onnx.version_converter.convert_version(model, target)
     except Exception as exc:
@@ -152,7 +192,14 @@ def raise_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
 
 
 def infer_shapes(model: onnx.ModelProto, workdir: Path) -> tuple[onnx.ModelProto, str]:
-    """Shape inference: onnxruntime's symbolic inference, falling back to onnx's when it fails."""
+    """Shape inference: onnxruntime's symbolic inference, falling back to onnx's when it fails.
+
+    A model over the protobuf limit goes straight to onnx's inference by path (saved to ``workdir`` with
+    external data, inferred, and the inferred types copied back into ``model``): symbolic inference would
+    copy the whole model in memory and, when it gives up, write that copy into the current directory.
+    """
+    if exceeds_protobuf_limit(model):
+        return _infer_shapes_by_path(model, workdir), "onnx (path)"
     try:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
@@ -161,26 +208,95 @@ def infer_shapes(model: onnx.ModelProto, workdir: Path) -> tuple[onnx.ModelProto
             return inferred, "symbolic"
     except Exception as exc:  # symbolic inference fails on many real exports
         log.info("symbolic shape inference failed (%s); using onnx shape inference", exc)
-    if model.ByteSize() < MAX_PROTOBUF:
-        return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False), "onnx"
+    return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False), "onnx"
+
+
+def _infer_shapes_by_path(model: onnx.ModelProto, workdir: Path) -> onnx.ModelProto:
+    """onnx shape inference of a model too large to serialise: by path, the inferred types copied back."""
     src, dst = workdir / "infer_in.onnx", workdir / "infer_out.onnx"
-    onnx.save(model, str(src), save_as_external_data=True, location="infer_in.data")
-    onnx.shape_inference.infer_shapes_path(str(src), str(dst))
-    return onnx.load(str(dst)), "onnx (path)"
+    try:
+        save_model(model, src, external=True)
+        onnx.shape_inference.infer_shapes_path(str(src), str(dst))
+        inferred = onnx.load(str(dst), load_external_data=False)  # types only: the weights are not read
+    finally:
+        for p in (src, dst, src.with_name(src.name + ".data")):
+            p.unlink(missing_ok=True)
+    g = model.graph
+    for name in ("value_info", "output"):
+        del getattr(g, name)[:]
+        getattr(g, name).extend(getattr(inferred.graph, name))
+    return model
 
 
-def save_model(model: onnx.ModelProto, path: Path) -> None:
-    """Save, with external data beside it when the model is over the 2 GB protobuf limit."""
-    if model.ByteSize() >= MAX_PROTOBUF:
-        onnx.save(model, str(path), save_as_external_data=True, location=path.name + ".data")
-    else:
+_TENSOR_DATA = ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data")
+
+
+def _copy_fields(src, dst, skip: tuple[str, ...] = ()) -> None:
+    """Copy every set field of protobuf message ``src`` into ``dst`` except those named in ``skip``."""
+    for fd, value in src.ListFields():
+        if fd.name in skip:
+            continue
+        repeated = fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == fd.LABEL_REPEATED
+        if repeated:
+            getattr(dst, fd.name).extend(value)
+        elif fd.message_type is not None:
+            getattr(dst, fd.name).CopyFrom(value)
+        else:
+            setattr(dst, fd.name, value)
+
+
+def _write_external(model: onnx.ModelProto, path: Path) -> bool:
+    """Write ``model`` to ``path`` with its large initializers in ``<name>.data``, leaving ``model`` as it is
+    (``onnx.save`` with external data strips the weights out of the proto it is given). Memory: the small
+    parts of the model and one initializer's bytes. False when the rest is still too large (weights in
+    Constant nodes or subgraphs): nothing is written then."""
+    data_name = path.name + ".data"
+    shell = onnx.ModelProto()
+    _copy_fields(model, shell, skip=("graph",))
+    _copy_fields(model.graph, shell.graph, skip=("initializer",))
+    externals: list[tuple[onnx.TensorProto, onnx.TensorProto]] = []
+    for src in model.graph.initializer:
+        dst = shell.graph.initializer.add()
+        inline = src.data_type == onnx.TensorProto.STRING or uses_external_data(src)
+        if inline or src.ByteSize() < EXTERNAL_THRESHOLD:
+            dst.CopyFrom(src)
+            continue
+        _copy_fields(src, dst, skip=_TENSOR_DATA)
+        externals.append((src, dst))
+    if exceeds_protobuf_limit(shell):
+        return False
+    with open(path.with_name(data_name), "wb") as f:
+        for src, dst in externals:
+            f.write(b"\0" * (-f.tell() % EXTERNAL_ALIGN))
+            offset = f.tell()
+            # typed fields (float_data, ...) converted to raw little-endian bytes, as external data is stored
+            f.write(
+                src.raw_data
+                if src.HasField("raw_data")
+                else numpy_helper.from_array(numpy_helper.to_array(src)).raw_data
+            )
+            dst.data_location = onnx.TensorProto.EXTERNAL
+            for key, value in (("location", data_name), ("offset", offset), ("length", f.tell() - offset)):
+                dst.external_data.add(key=key, value=str(value))
+    onnx.save(shell, str(path))
+    return True
+
+
+def save_model(model: onnx.ModelProto, path: Path, *, external: bool | None = None) -> None:
+    """Save ``model`` to ``path``, with its weights in ``<name>.data`` beside it when it is over the protobuf
+    limit (or ``external`` says so). ``model`` itself is never modified."""
+    if external is None:
+        external = exceeds_protobuf_limit(model)
+    if not external:
         onnx.save(model, str(path))
+    elif not _write_external(model, path):
+        onnx.save(copy.deepcopy(model), str(path), save_as_external_data=True, location=path.name + ".data")
 
 
 def prepare(model: str | Path | onnx.ModelProto, workdir: Path, *, per_channel: bool) -> Prepared:
     """Load ``model`` and prepare it for quantization inside ``workdir``."""
     proto, source = load_model(model)
-    check_valid(proto, source)
+    check_valid(proto, source, None if isinstance(model, onnx.ModelProto) else model)
     refuse_quantized(proto, source)
     prepared = Prepared(
         model=proto, path=workdir / "prepared.onnx", source=source, fingerprint=model_fingerprint(proto)
@@ -196,5 +312,6 @@ def prepare(model: str | Path | onnx.ModelProto, workdir: Path, *, per_channel: 
     proto, how = infer_shapes(proto, workdir)
     prepared.notes.append(f"shapes inferred ({how})")
     prepared.model = proto
-    save_model(proto, prepared.path)
+    prepared.large = exceeds_protobuf_limit(proto)
+    save_model(proto, prepared.path, external=prepared.large)
     return prepared

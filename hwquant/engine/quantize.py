@@ -27,14 +27,14 @@ from hwquant.engine.data import ImagePreprocess, SampleSource, extra_arrays, ope
 from hwquant.engine.decide import Tensor, decide, guard_int32_bias, needs_histogram, relu_folds
 from hwquant.engine.prepare import Prepared, load_model, prepare, save_model
 from hwquant.engine.result import QuantResult
-from hwquant.engine.verify import accuracy, check_loadable, coverage
+from hwquant.engine.verify import accuracy, check_loadable, coverage, session
 from hwquant.errors import CalibrationError, HwquantError, VerificationError
 from hwquant.plugins.registry import registry
 from hwquant.profile.schema import Profile
 
 Progress = Callable[[int, int | None], None]
-DEFAULT_HOLDOUT_FRACTION = 0.2
-MAX_HOLDOUT = 32
+DEFAULT_HOLDOUT_FRACTION = 0.1  # of the calibration samples, at least 1 and at most MAX_HOLDOUT
+MAX_HOLDOUT = 16
 
 
 def float_activations(model: onnx.ModelProto) -> list[str]:
@@ -184,8 +184,11 @@ def quantize(
         raise HwquantError(f"{output.parent}: output folder does not exist")
     if format not in ("qdq", "qoperator"):
         raise HwquantError(f"unknown format '{format}' (use 'qdq' or 'qoperator')")
-    if not prof.bias.quantize:
-        raise HwquantError(f"profile '{prof.name}': bias.quantize = false is not supported by the engine yet")
+    if format == "qoperator" and not prof.bias.quantize:
+        raise HwquantError(
+            f"profile '{prof.name}' keeps biases in float (bias.quantize = false): QOperator ops take int32 "
+            "biases, use format='qdq'"
+        )
 
     with tempfile.TemporaryDirectory(prefix="hwquant-") as tmp_name:
         tmp = Path(tmp_name)
@@ -210,24 +213,21 @@ def quantize(
         timings["calibrate"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        op_types = _op_types(prof)
-        act_dtype, w_dtype = prof.activations.dtype, prof.weights.dtype
         ranges = {}
         for name in float_activations(prepared.model):
             if name in calib.ranges:
                 s = calib.stats(name)
                 ranges[name] = (s.rmin, s.rmax)
         reg = registry()
-        keep_relu = not relu_folds(prof, reg.policy_entry)
-        plan = ort_quantizer.plan(
-            prepared.model,
-            ranges,
-            op_types=op_types,
-            activation_dtype=act_dtype,
-            weight_dtype=w_dtype,
-            nodes_to_exclude=nodes_to_exclude,
-            keep_relu=keep_relu,
+        recipe = ort_quantizer.Recipe(
+            op_types=_op_types(prof),
+            activation_dtype=prof.activations.dtype,
+            weight_dtype=prof.weights.dtype,
+            nodes_to_exclude=tuple(nodes_to_exclude),
+            keep_relu=not relu_folds(prof, reg.policy_entry),
+            quantize_bias=prof.bias.quantize,
         )
+        plan = ort_quantizer.plan(prepared.model, ranges, recipe)
         tensors = {
             n: Tensor(p.name, p.role, p.constant, p.consumer, p.consumer_op, p.shares) for n, p in plan.tensors.items()
         }
@@ -243,26 +243,19 @@ def quantize(
         overrides = {
             d.tensor: ort_quantizer.override(d.dtype, d.scale, d.zero_point, d.axis) for d in decisions.values()
         }
-        quantized = ort_quantizer.emit(
-            prepared.model,
-            plan.ranges,
-            overrides,
-            op_types=op_types,
-            activation_dtype=act_dtype,
-            weight_dtype=w_dtype,
-            fmt=format,
-            nodes_to_exclude=nodes_to_exclude,
-            keep_relu=keep_relu,
-        )
+        quantized = ort_quantizer.emit(prepared.model, plan.ranges, overrides, recipe, format)
         timings["quantize"] = time.perf_counter() - t
 
         t = time.perf_counter()
         staged = tmp / "quantized.onnx"
         save_model(quantized, staged)
-        check_loadable(staged)
+        loaded = check_loadable(staged, providers)
         report = check_model(quantized, prof)
-        cov = coverage(prepared.model, quantized, op_types)
-        acc, n_eval = accuracy(prepared.path, staged, eval_source, providers) if eval_source is not None else ([], 0)
+        cov = coverage(prepared.model, quantized, recipe.op_types)
+        acc, n_eval = [], 0
+        if eval_source is not None:
+            acc, n_eval = accuracy(session(prepared.path, providers), loaded, eval_source)
+        del loaded
         timings["verify"] = time.perf_counter() - t
 
         result = QuantResult(

@@ -28,14 +28,15 @@ def session(path: Path, providers: Sequence[str] = ("CPUExecutionProvider",)) ->
     return ort.InferenceSession(str(path), options, providers=list(providers))
 
 
-def check_loadable(path: Path) -> None:
-    """Raise :class:`VerificationError` unless ``path`` passes onnx.checker and loads in onnxruntime."""
+def check_loadable(path: Path, providers: Sequence[str] = ("CPUExecutionProvider",)) -> ort.InferenceSession:
+    """The onnxruntime session of ``path``; :class:`VerificationError` unless ``path`` passes onnx.checker
+    and loads in onnxruntime."""
     try:
         onnx.checker.check_model(str(path))
     except Exception as exc:
         raise VerificationError(f"the quantized model fails onnx.checker: {exc}") from None
     try:
-        session(path)
+        return session(path, providers)
     except Exception as exc:
         raise VerificationError(f"onnxruntime refuses to load the quantized model: {exc}") from None
 
@@ -126,11 +127,11 @@ class _Accumulator:
 
 
 def accuracy(
-    float_path: Path, quant_path: Path, samples: Iterable[dict[str, np.ndarray]], providers: Sequence[str]
+    ref: ort.InferenceSession, got: ort.InferenceSession, samples: Iterable[dict[str, np.ndarray]]
 ) -> tuple[list[OutputAccuracy], int]:
     """Per-output SQNR (dB), cosine similarity, max abs error (and top-1 agreement for classifier-shaped
-    outputs) of the quantized model against the float one; also returns the sample count."""
-    ref, got = session(float_path, providers), session(quant_path, providers)
+    outputs) of the quantized model's session ``got`` against the float model's ``ref``; also returns the
+    sample count."""
     names = [o.name for o in ref.get_outputs()]
     acc = {n: _Accumulator() for n in names}
     batchable = all(isinstance(i.shape[0], str) or i.shape[0] is None for i in ref.get_inputs() if i.shape)
