@@ -187,6 +187,27 @@ def test_streams_without_holding_samples():
     assert made[0] == 20 and max(in_flight) <= 2 * 3 + 1
 
 
+@pytest.mark.parametrize("histograms", [False, True])
+def test_automatic_batch_is_measured_not_guessed_from_shapes(histograms):
+    """Without shape information (as BERT exports behind Reshape), the first sample alone measures the
+    bytes of the observed tensors; the batch is then the memory budget over that."""
+    model = MODELS["transformer"]()
+    del model.graph.value_info[:]
+    samples = modelzoo.sample_inputs(model, 12, seed=3)
+    tensors = [n.output[0] for n in model.graph.node if n.op_type in ("MatMul", "Softmax", "Add")]
+    per_sample = sum(a.nbytes // len(samples) for a in _fetch(model, tensors, samples).values())
+    calls = []
+    calibrate(
+        model,
+        samples,
+        tensors,
+        histograms=histograms,
+        memory_budget=3 * per_sample,
+        progress=lambda n, t: calls.append(n),
+    )
+    assert calls == [1, 4, 7, 10, 12]
+
+
 def test_progress_reports_every_batch():
     model = _prepared("cnn")
     samples = modelzoo.sample_inputs(model, 10)

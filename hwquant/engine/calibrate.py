@@ -35,11 +35,12 @@ Design (measured with ``benchmarks/bench_calibration.py``):
   the current one is binned (two batches in flight at most).
 * **Batching.** When every model input has the same symbolic leading dimension, consecutive samples
   with equal shapes are concatenated along it (a different shape starts a new batch; a failing batched
-  run is retried sample by sample and batching is switched off). ``batch_size=None`` picks the batch
-  from ``memory_budget`` (bytes of observed tensors per batch, estimated from the model's shape
-  information and, for histograms, measured on the first sample), at most ``MAX_BATCH`` samples. Batching
-  pays on small activations (7.5 -> 2.9 ms for 64 samples of the test CNN) and loses on large ones
-  (cache), hence the modest defaults.
+  run is retried sample by sample and batching is switched off). ``batch_size=None`` runs the first
+  sample alone and measures the bytes of the observed tensors (minmax: a ``Size`` node per tensor, read
+  on that run only), then batches ``memory_budget`` of them, at most ``MAX_BATCH`` samples. Shape
+  information is no guide: BERT exports lose their sequence axis behind Reshape, and guessing it batched
+  64 samples of paraphrase-MiniLM (peak RSS 928 MB). Batching pays on small activations (7.5 -> 2.9 ms
+  for 64 samples of the test CNN) and loses on large ones (cache), hence the modest defaults.
 * **percentile** is the percentile of ``|x|`` (onnxruntime's default, ``symmetric=True``), interpolated
   linearly inside the bin where the cumulative count reaches it; the range is ``[max(min, -t), min(max, t)]``.
 * **entropy** is the KL-divergence threshold of TensorRT (as in onnxruntime and pytorch-quantization):
@@ -635,7 +636,6 @@ class _Inputs:
         self.all = [vi.name for vi in g.input]
         self.required = [vi.name for vi in g.input if vi.name not in inits]
         self.dtypes: dict[str, np.dtype | None] = {}
-        self.dims: dict[str, list] = {}
         leading = set()
         for vi in g.input:
             tt = vi.type.tensor_type
@@ -645,7 +645,6 @@ class _Inputs:
                 else None
             )
             dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim]
-            self.dims[vi.name] = dims if tt.HasField("shape") else []
             if vi.name in self.required:
                 leading.add(dims[0] if tt.HasField("shape") and dims else 0)
         # Batchable: every fed input has the same symbolic (or unknown) leading dimension.
@@ -683,37 +682,6 @@ class _Inputs:
         if len(lead) != 1 or any(a.ndim == 0 for a in feed.values()):
             return None
         return tuple(sorted((k, a.shape[1:], a.dtype.str) for k, a in feed.items()))
-
-    def symbols(self, feed: dict[str, np.ndarray]) -> dict[str, int]:
-        sym = {}
-        for name, arr in feed.items():
-            for d, v in zip(self.dims.get(name, []), arr.shape, strict=False):
-                if isinstance(d, str):
-                    sym[d] = v
-        return sym
-
-
-def _estimate_bytes(
-    types: dict[str, onnx.TypeProto], tensors: Sequence[str], sym: dict[str, int], fallback: int
-) -> int:
-    """Rough bytes of ``tensors`` for one sample, from shape information (unknown shapes: ``fallback``)."""
-    total = 0
-    for t in tensors:
-        tt = types.get(t)
-        if tt is None or not tt.HasField("tensor_type") or not tt.tensor_type.HasField("shape"):
-            total += fallback
-            continue
-        n = 1
-        for d in tt.tensor_type.shape.dim:
-            if d.HasField("dim_value"):
-                n *= d.dim_value
-            elif d.dim_param in sym:
-                n *= sym[d.dim_param]
-            else:
-                n = None
-                break
-        total += fallback if n is None else 4 * n
-    return total
 
 
 class _Collector:
@@ -756,29 +724,32 @@ class _Runner:
     thread bins the previous one; at most two batches are in flight.
     """
 
-    def __init__(self, sess, outputs, measured, from_feed, col, collect_hist, progress, total, pipeline):
+    def __init__(self, sess, outputs, sizes, measured, from_feed, col, collect_hist, progress, total, pipeline):
         self.sess, self.outputs, self.measured, self.from_feed = sess, outputs, measured, from_feed
+        self.sizes = sizes  # minmax: Size outputs of the measured tensors, fetched on probe runs only
         self.col, self.collect_hist, self.progress, self.total = col, collect_hist, progress, total
         self.batching = True
         self.done = 0
-        self.fetched = 0  # bytes fetched by the last batch processed
+        self.fetched = 0  # bytes of the measured tensors in the last batch processed
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="hwquant-calibrate") if pipeline else None
         self.inflight: tuple[Future, int] | None = None
         self.round_to: dict[str, type] = {}  # minmax on float16 tensors observed through a Cast to float
 
-    def _run(self, feed: dict[str, np.ndarray], i0: int, i1: int) -> list[np.ndarray]:
+    def _run(self, feed: dict[str, np.ndarray], i0: int, i1: int, probe: bool = False) -> list[np.ndarray]:
         try:
-            return self.sess.run(self.outputs, feed)
+            return self.sess.run(self.outputs + self.sizes if probe else self.outputs, feed)
         except Exception as e:
             raise CalibrationError(f"onnxruntime failed on {_where(i0, i1)}: {e}") from e
 
-    def _execute(self, job: list[tuple[int, dict[str, np.ndarray]]]) -> list[tuple[list, dict, int, int]]:
+    def _execute(
+        self, job: list[tuple[int, dict[str, np.ndarray]]], probe: bool = False
+    ) -> list[tuple[list, dict, int, int]]:
         """Run one batch: (results, feed, first index, last index) per onnxruntime run."""
         i0, i1 = job[0][0], job[-1][0]
         if self.sess is None:
             return [([], f, i, i) for i, f in job]
         if len(job) == 1:
-            return [(self._run(job[0][1], i0, i0), job[0][1], i0, i0)]
+            return [(self._run(job[0][1], i0, i0, probe), job[0][1], i0, i0)]
         feed = {k: np.concatenate([f[k] for _, f in job]) for k in job[0][1]}
         try:
             return [(self.sess.run(self.outputs, feed), feed, i0, i1)]
@@ -800,6 +771,8 @@ class _Runner:
                 self.fetched += arr.nbytes
                 col.update(t, arr, where)
         else:
+            if len(results) > len(self.outputs):  # a probe run: 4 bytes per element of each measured tensor
+                self.fetched += 4 * sum(int(n) for n in results[len(self.outputs) :])
             for k, t in enumerate(self.measured):
                 mn, mx = results[2 * k], results[2 * k + 1]
                 if mn.size:
@@ -816,16 +789,17 @@ class _Runner:
         if self.progress is not None:
             self.progress(self.done, self.total)
 
-    def flush(self, pending: list[tuple[int, dict[str, np.ndarray]]]) -> None:
-        """Run the pending samples as one batch (pending is emptied)."""
+    def flush(self, pending: list[tuple[int, dict[str, np.ndarray]]], probe: bool = False) -> None:
+        """Run the pending samples as one batch (pending is emptied); a ``probe`` also measures the bytes
+        of the observed tensors (``fetched``)."""
         if not pending:
             return
         job = list(pending)
         pending.clear()
         if self.pool is None:
-            self._finish(self._execute(job), len(job))
+            self._finish(self._execute(job, probe), len(job))
             return
-        future = self.pool.submit(self._execute, job)
+        future = self.pool.submit(self._execute, job, probe)
         self.drain()
         self.inflight = (future, len(job))
 
@@ -841,19 +815,14 @@ class _Runner:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _feed_batches(runner, inputs, it, first_feed, types, requested, batch_size, memory_budget, collect_hist) -> int:
-    """Group the samples into batches and run them; returns the index of the last sample."""
+def _feed_batches(runner, inputs, it, first_feed, batch_size, memory_budget, collect_hist) -> int:
+    """Group the samples into batches and run them; returns the index of the last sample.
+
+    With ``batch_size=None`` the first batch is one sample, which measures the bytes a sample's observed
+    tensors take; the batch size is then ``memory_budget`` over that."""
     auto = batch_size is None
     budget = memory_budget or (BATCH_BYTES_HISTOGRAMS if collect_hist else BATCH_BYTES_MINMAX)
-    if auto:
-        sym = inputs.symbols(first_feed)
-        fallback = max((a.nbytes for a in first_feed.values()), default=1)
-        per_sample = max(1, _estimate_bytes(types, requested, sym, fallback))
-        # Histograms: the first batch is one sample, and measures what a sample really fetches.
-        fetching = collect_hist and runner.sess is not None
-        batch = 1 if fetching else max(1, min(MAX_BATCH, budget // per_sample))
-    else:
-        batch = batch_size
+    batch = 1 if auto else batch_size
     pending: list[tuple[int, dict[str, np.ndarray]]] = []
     pending_sig = None
     index, feed = 0, first_feed
@@ -864,12 +833,11 @@ def _feed_batches(runner, inputs, it, first_feed, types, requested, batch_size, 
         pending.append((index, feed))
         pending_sig = sig
         if sig is None or len(pending) >= batch:
-            measure = auto and collect_hist and runner.done == 0 and runner.inflight is None
-            runner.flush(pending)
-            if measure:
+            probe = auto and runner.done == 0 and runner.inflight is None
+            runner.flush(pending, probe)
+            if probe:
                 runner.drain()
-                if runner.fetched:
-                    batch = max(1, min(MAX_BATCH, budget // runner.fetched))
+                batch = max(1, min(MAX_BATCH, budget // max(1, runner.fetched)))
         nxt = next(it, None)
         if nxt is None:
             break
@@ -903,10 +871,11 @@ def calibrate(
     ``tensors`` are float tensors of the main graph: graph inputs and node outputs (an initializer is
     observed from its value). ``histograms=True`` collects histograms for minmax too (the ``mse`` policy
     uses them). ``batch_size=None`` picks the batch so that the observed tensors of one batch take about
-    ``memory_budget`` bytes (default: the fastest measured, 64 MiB for minmax, 32 MiB with histograms),
-    at most ``MAX_BATCH`` samples. ``num_quantized_bins`` is entropy's number of levels. ``progress``
-    is called as ``progress(samples_done, total)`` after every batch; ``total`` defaults to ``len(data)``
-    when ``data`` has a length. See the module docstring for the methods and the batching rules.
+    ``memory_budget`` bytes (default: the fastest measured, 64 MiB for minmax, 32 MiB with histograms;
+    measured on the first sample), at most ``MAX_BATCH`` samples. ``num_quantized_bins`` is entropy's
+    number of levels. ``progress`` is called as ``progress(samples_done, total)`` after every batch;
+    ``total`` defaults to ``len(data)`` when ``data`` has a length. See the module docstring for the
+    methods and the batching rules.
     """
     _check_method(method)
     if not 0.0 <= percentile <= 100.0:
@@ -947,6 +916,7 @@ def calibrate(
 
     nodes: list[onnx.NodeProto] = []
     outputs: list[str] = []
+    sizes: list[str] = []
     if collect_hist:
         outputs = list(measured)
     else:
@@ -963,6 +933,8 @@ def calibrate(
                 out = f"{prefix}_{i}_{op}"
                 nodes.append(helper.make_node(op, [src], [out], keepdims=1))
                 outputs.append(out)
+            nodes.append(helper.make_node("Size", [t], [f"{prefix}_{i}_Size"]))
+            sizes.append(f"{prefix}_{i}_Size")
 
     if total is None:
         with contextlib.suppress(TypeError):
@@ -972,14 +944,15 @@ def calibrate(
     if first is None:
         raise CalibrationError("no calibration samples")
     first_feed = inputs.check(0, first)
-    sess = _session(proto, base, nodes, outputs, providers) if outputs else None
-    runner = _Runner(sess, outputs, measured, from_feed, col, collect_hist, progress, total, _PIPELINE and collect_hist)
+    sess = _session(proto, base, nodes, outputs + sizes, providers) if outputs else None
+    pipeline = _PIPELINE and collect_hist
+    runner = _Runner(sess, outputs, sizes, measured, from_feed, col, collect_hist, progress, total, pipeline)
     if not collect_hist:
         # onnxruntime may merge our Cast with the one its CPU float16 fallback inserts, and so show the value
         # before it was rounded to float16: round the min/max instead.
         runner.round_to = {t: np.float16 for t in measured if _elem_type(types, t) == TensorProto.FLOAT16}
     try:
-        index = _feed_batches(runner, inputs, it, first_feed, types, requested, batch_size, memory_budget, collect_hist)
+        index = _feed_batches(runner, inputs, it, first_feed, batch_size, memory_budget, collect_hist)
     finally:
         runner.close()
 
