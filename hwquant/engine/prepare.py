@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,16 +90,36 @@ def load_model(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, st
     return loaded, str(path)
 
 
+def _inline_weight_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of the main graph's initializers held in the proto, from their dims: nothing is serialised."""
+    total = 0
+    for t in model.graph.initializer:
+        if uses_external_data(t) or t.data_type == onnx.TensorProto.STRING:
+            continue
+        try:
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        except Exception:  # an exotic type: count it as float32
+            itemsize = 4
+        total += math.prod(t.dims) * itemsize
+    return total
+
+
 def model_size(model: onnx.ModelProto) -> int:
-    """The serialised size of ``model`` in bytes; for a model past protobuf's limit (which ``ByteSize()`` refuses
-    with protobuf's upb backend) the sum of its parts' sizes, which is within a few bytes per part."""
-    try:
-        return model.ByteSize()
-    except (EncodeError, ValueError, OverflowError):
-        pass
+    """The serialised size of ``model`` in bytes; for a model over the protobuf limit, its weights' bytes plus
+    the serialised size of the rest (within a few bytes per part).
+
+    With protobuf's upb backend ``ByteSize()`` serialises the whole message (seconds and gigabytes of memory
+    for a model of some GB) and raises ``EncodeError`` past the limit, so it is not called on such a model.
+    """
+    weights = _inline_weight_bytes(model)
+    if weights < MAX_PROTOBUF:
+        try:
+            return model.ByteSize()
+        except (EncodeError, ValueError, OverflowError):
+            pass  # Constant nodes or subgraphs hold the weights
     g = model.graph
-    parts = (*g.initializer, *g.sparse_initializer, *g.node, *g.input, *g.output, *g.value_info, *model.functions)
-    return sum(part.ByteSize() for part in parts)
+    rest = (*g.sparse_initializer, *g.node, *g.input, *g.output, *g.value_info, *model.functions)
+    return weights + sum(part.ByteSize() for part in rest)
 
 
 def exceeds_protobuf_limit(model: onnx.ModelProto) -> bool:
@@ -212,20 +233,27 @@ def infer_shapes(model: onnx.ModelProto, workdir: Path) -> tuple[onnx.ModelProto
 
 
 def _infer_shapes_by_path(model: onnx.ModelProto, workdir: Path) -> onnx.ModelProto:
-    """onnx shape inference of a model too large to serialise: by path, the inferred types copied back."""
-    src, dst = workdir / "infer_in.onnx", workdir / "infer_out.onnx"
+    """onnx shape inference of a model too large to serialise: saved to ``workdir`` with external data and
+    inferred by path; the inferred types are copied back into ``model``, which is returned."""
+    src = workdir / "infer_in.onnx"
     try:
         save_model(model, src, external=True)
-        onnx.shape_inference.infer_shapes_path(str(src), str(dst))
-        inferred = onnx.load(str(dst), load_external_data=False)  # types only: the weights are not read
+        _infer_saved(model, src)
     finally:
-        for p in (src, dst, src.with_name(src.name + ".data")):
+        for p in (src, src.with_name(src.name + ".data")):
             p.unlink(missing_ok=True)
+    return model
+
+
+def _infer_saved(model: onnx.ModelProto, path: Path) -> None:
+    """Infer the shapes of ``model``, already saved with external data at ``path``: the file is updated in place
+    (only the model file: onnx never reads the weights) and its inferred types are copied into ``model``."""
+    onnx.shape_inference.infer_shapes_path(str(path), str(path))
+    inferred = onnx.load(str(path), load_external_data=False)
     g = model.graph
     for name in ("value_info", "output"):
         del getattr(g, name)[:]
         getattr(g, name).extend(getattr(inferred.graph, name))
-    return model
 
 
 _TENSOR_DATA = ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data")
@@ -309,9 +337,14 @@ def prepare(model: str | Path | onnx.ModelProto, workdir: Path, *, per_channel: 
         proto = raise_opset(proto, 13)
         prepared.opset_to = 13
         prepared.notes.append(f"opset raised from {prepared.opset_from} to 13 for per-channel weights")
-    proto, how = infer_shapes(proto, workdir)
+    prepared.large = exceeds_protobuf_limit(proto)
+    if prepared.large:  # saved once, weights and all, then inferred from that file
+        save_model(proto, prepared.path, external=True)
+        _infer_saved(proto, prepared.path)
+        how = "onnx (path)"
+    else:
+        proto, how = infer_shapes(proto, workdir)
+        save_model(proto, prepared.path)
     prepared.notes.append(f"shapes inferred ({how})")
     prepared.model = proto
-    prepared.large = exceeds_protobuf_limit(proto)
-    save_model(proto, prepared.path, external=prepared.large)
     return prepared

@@ -158,7 +158,9 @@ class WeightRules(RoleRules):
 class BiasRules(_Frozen):
     """Rules for the bias of Conv/Gemm: int32, scale = input scale x weight scale, zero point 0."""
 
-    quantize: bool = Field(True, description="Quantize biases to int32 (else they stay float).")
+    quantize: bool = Field(
+        True, description="Quantize biases to int32; false keeps them float (QDQ output only: QOperator needs int32)."
+    )
     scale_rtol: float = Field(1e-5, ge=0, description="Relative tolerance on scale = input x weight scale.")
 
 
