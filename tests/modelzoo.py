@@ -146,6 +146,29 @@ def constant_weights(seed: int = 0) -> onnx.ModelProto:
     return model
 
 
+def contrib_gelu(seed: int = 0, dim: int = 16) -> onnx.ModelProto:
+    """MatMul -> com.microsoft Gelu -> MatMul: onnx's shape inference cannot type the Gelu output (no
+    schema for the domain), onnxruntime can. Input ``x`` [N, dim]."""
+    rng = np.random.default_rng(seed)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+        helper.make_node("Gelu", ["h"], ["g"], domain="com.microsoft", name="gelu"),
+        helper.make_node("MatMul", ["g", "w2"], ["y"], name="mm2"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "contrib_gelu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", dim])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])],
+        [_init("w1", _he(rng, (dim, 2 * dim), dim)), _init("w2", _he(rng, (2 * dim, 8), 2 * dim))],
+    )
+    opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="hwquant-tests")
+    model.ir_version = min(model.ir_version, 10)
+    onnx.checker.check_model(model)
+    return model
+
+
 def if_subgraphs(seed: int = 0) -> onnx.ModelProto:
     """All compute (two MatMuls) sits inside the branches of an If node. Input ``x`` [N, 16]."""
     rng = np.random.default_rng(seed)

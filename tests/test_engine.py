@@ -155,6 +155,18 @@ def test_compute_inside_if_subgraphs_is_reported_not_a_success(tmp_path):
     assert all("subgraph" in r for r in result.coverage.float_ops.values())
 
 
+def test_contrib_op_outputs_are_typed_by_onnxruntime_and_quantized(tmp_path):
+    """onnx's shape inference cannot type a com.microsoft Gelu's output; onnxruntime's quantizer would then
+    leave the MatMul after it in float ("failed to infer the type of tensor")."""
+    model = mz.contrib_gelu()
+    onnx.save(model, tmp_path / "contrib.onnx")
+    data = mz.sample_inputs(model, 12)
+    result = hwquant.quantize(tmp_path / "contrib.onnx", tmp_path / "q.onnx", "ort-default", data)
+    assert result.coverage.quantized == result.coverage.total == 2
+    assert any("1 more typed by onnxruntime" in n for n in result.notes)
+    assert result.accuracy[0].cosine > 0.99
+
+
 def test_old_opset_is_raised_for_per_channel_weights(tmp_path):
     model = mz.cnn(opset=11)
     onnx.save(model, tmp_path / "old.onnx")

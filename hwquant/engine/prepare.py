@@ -52,6 +52,7 @@ MAX_PROTOBUF = 2**31 - 1
 saved by path, with their weights as external data. Tests lower it to run those code paths on small models."""
 EXTERNAL_THRESHOLD = 1024
 """When a model is saved with external data, initializers of at least this many bytes go to the data file."""
+ORT_INFERRED = {"onnx.infer": "onnxruntime.quant"}  # onnxruntime's quantizer: "shapes already inferred"
 EXTERNAL_ALIGN = 4096  # offsets of external tensors: page-aligned, so onnxruntime can map them
 _CONSTANT_ATTRS = ("value", "value_float", "value_floats", "value_int", "value_ints")
 
@@ -213,23 +214,90 @@ def raise_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
 
 
 def infer_shapes(model: onnx.ModelProto, workdir: Path) -> tuple[onnx.ModelProto, str]:
-    """Shape inference: onnxruntime's symbolic inference, falling back to onnx's when it fails.
+    """onnx's shape inference (what onnxruntime's quantizer itself runs), then onnxruntime types the float
+    tensors onnx could not: outputs of ops outside onnx's schemas (``com.microsoft`` Gelu, Attention, ...),
+    which onnxruntime's quantizer would otherwise skip ("failed to infer the type of tensor").
 
-    A model over the protobuf limit goes straight to onnx's inference by path (saved to ``workdir`` with
-    external data, inferred, and the inferred types copied back into ``model``): symbolic inference would
-    copy the whole model in memory and, when it gives up, write that copy into the current directory.
+    onnxruntime's symbolic inference is not used: it needs sympy, which onnxruntime does not install (so
+    it never ran in practice), fails on many real exports, and types nothing onnxruntime cannot.
+    A model over the protobuf limit is inferred by path (saved to ``workdir`` with external data, inferred,
+    and the inferred types copied back into ``model``).
     """
     if exceeds_protobuf_limit(model):
         return _infer_shapes_by_path(model, workdir), "onnx (path)"
-    try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+    inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False)
+    typed = _type_with_onnxruntime(inferred, lambda m: m.SerializeToString())
+    return inferred, f"onnx; {typed} more typed by onnxruntime" if typed else "onnx"
 
-        inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=True)
-        if inferred is not None:
-            return inferred, "symbolic"
-    except Exception as exc:  # symbolic inference fails on many real exports
-        log.info("symbolic shape inference failed (%s); using onnx shape inference", exc)
-    return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False), "onnx"
+
+def _untyped(model: onnx.ModelProto) -> list[str]:
+    """Main-graph node outputs without an element type after shape inference."""
+    g = model.graph
+    typed = {
+        vi.name
+        for vi in (*g.value_info, *g.output, *g.input)
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type
+    }
+    typed |= {i.name for i in g.initializer}
+    return [o for n in g.node for o in n.output if o and o not in typed]
+
+
+def _type_with_onnxruntime(model: onnx.ModelProto, load) -> int:
+    """Add value_info for the node outputs shape inference left untyped, as onnxruntime types them.
+
+    ``load`` turns the model (with those tensors made graph outputs) into what an InferenceSession takes:
+    its bytes, or the path of a file written beside the model's external data. Returns how many were typed.
+    """
+    untyped = _untyped(model)
+    if not untyped:
+        return 0
+    import onnxruntime as ort
+
+    g = model.graph
+    n_outputs = len(g.output)
+    g.output.extend(onnx.ValueInfoProto(name=t) for t in untyped)  # untyped: onnxruntime infers the type
+    try:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.log_severity_level = 3
+        outputs = ort.InferenceSession(load(model), options, providers=["CPUExecutionProvider"]).get_outputs()
+    except Exception as exc:  # calibration reports a model onnxruntime cannot load
+        log.info("onnxruntime could not type %d tensors: %s", len(untyped), exc)
+        return 0
+    finally:
+        del g.output[n_outputs:]
+    types = {o.name: o for o in outputs}
+    count = 0
+    for name in untyped:
+        arg = types.get(name)
+        elem = _ORT_ELEM_TYPES.get(arg.type) if arg is not None else None
+        if elem is None:
+            continue
+        shape = None if arg.shape is None else [d if isinstance(d, (int, str)) else None for d in arg.shape]
+        g.value_info.append(onnx.helper.make_tensor_value_info(name, elem, shape))
+        count += 1
+    return count
+
+
+_ORT_ELEM_TYPES = {
+    f"tensor({name})": elem
+    for name, elem in (
+        ("float", onnx.TensorProto.FLOAT),
+        ("float16", onnx.TensorProto.FLOAT16),
+        ("double", onnx.TensorProto.DOUBLE),
+        ("bfloat16", onnx.TensorProto.BFLOAT16),
+        ("int8", onnx.TensorProto.INT8),
+        ("uint8", onnx.TensorProto.UINT8),
+        ("int16", onnx.TensorProto.INT16),
+        ("uint16", onnx.TensorProto.UINT16),
+        ("int32", onnx.TensorProto.INT32),
+        ("uint32", onnx.TensorProto.UINT32),
+        ("int64", onnx.TensorProto.INT64),
+        ("uint64", onnx.TensorProto.UINT64),
+        ("bool", onnx.TensorProto.BOOL),
+        ("string", onnx.TensorProto.STRING),
+    )
+}
 
 
 def _infer_shapes_by_path(model: onnx.ModelProto, workdir: Path) -> onnx.ModelProto:
@@ -247,9 +315,21 @@ def _infer_shapes_by_path(model: onnx.ModelProto, workdir: Path) -> onnx.ModelPr
 
 def _infer_saved(model: onnx.ModelProto, path: Path) -> None:
     """Infer the shapes of ``model``, already saved with external data at ``path``: the file is updated in place
-    (only the model file: onnx never reads the weights) and its inferred types are copied into ``model``."""
+    (only the model file: onnx never reads the weights) and its inferred types are copied into ``model``;
+    onnxruntime types what onnx could not, reading the weights from beside ``path``."""
     onnx.shape_inference.infer_shapes_path(str(path), str(path))
     inferred = onnx.load(str(path), load_external_data=False)
+
+    def beside(shell: onnx.ModelProto) -> str:
+        typing = path.with_name("typing.onnx")
+        onnx.save(shell, str(typing))
+        return str(typing)
+
+    try:
+        if _type_with_onnxruntime(inferred, beside):
+            onnx.save(inferred, str(path))
+    finally:
+        path.with_name("typing.onnx").unlink(missing_ok=True)
     g = model.graph
     for name in ("value_info", "output"):
         del getattr(g, name)[:]
@@ -290,6 +370,7 @@ def _write_external(model: onnx.ModelProto, path: Path) -> bool:
             dst.CopyFrom(src)
             continue
         _copy_fields(src, dst, skip=_TENSOR_DATA)
+        dst.data_location = onnx.TensorProto.EXTERNAL  # its location and offset are added when it is written
         externals.append((src, dst))
     if exceeds_protobuf_limit(shell):
         return False
@@ -303,7 +384,6 @@ def _write_external(model: onnx.ModelProto, path: Path) -> bool:
                 if src.HasField("raw_data")
                 else numpy_helper.from_array(numpy_helper.to_array(src)).raw_data
             )
-            dst.data_location = onnx.TensorProto.EXTERNAL
             for key, value in (("location", data_name), ("offset", offset), ("length", f.tell() - offset)):
                 dst.external_data.add(key=key, value=str(value))
     onnx.save(shell, str(path))
@@ -344,6 +424,10 @@ def prepare(model: str | Path | onnx.ModelProto, workdir: Path, *, per_channel: 
         how = "onnx (path)"
     else:
         proto, how = infer_shapes(proto, workdir)
+    # onnxruntime's quantizer runs the same onnx inference on a model without this mark, after copying it,
+    # writing it to disk and reading it back, twice per quantize (plan and emit): seconds and GB on large models
+    onnx.helper.set_model_props(proto, {**ORT_INFERRED, **{p.key: p.value for p in proto.metadata_props}})
+    if not prepared.large:
         save_model(proto, prepared.path)
     prepared.notes.append(f"shapes inferred ({how})")
     prepared.model = proto

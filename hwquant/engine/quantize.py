@@ -25,7 +25,7 @@ from hwquant.engine.calibrate import Calibration
 from hwquant.engine.calibrate import calibrate as run_calibration
 from hwquant.engine.data import ImagePreprocess, SampleSource, extra_arrays, open_samples
 from hwquant.engine.decide import Tensor, decide, guard_int32_bias, needs_histogram, relu_folds
-from hwquant.engine.prepare import Prepared, load_model, prepare, save_model
+from hwquant.engine.prepare import Prepared, load_model, model_size, prepare, save_model
 from hwquant.engine.result import QuantResult
 from hwquant.engine.verify import accuracy, check_loadable, coverage, session
 from hwquant.errors import CalibrationError, HwquantError, VerificationError
@@ -122,7 +122,7 @@ def _calibrate(
     progress: Progress | None,
 ) -> Calibration:
     calib = run_calibration(
-        prepared.model,
+        prepared.path if prepared.large else prepared.model,  # a model over 2 GB cannot be serialised: by path
         source,
         float_activations(prepared.model),
         method=method,
@@ -270,7 +270,7 @@ def quantize(
             timings=timings,
             samples={"calibration": calib.samples, "evaluation": n_eval},
             notes=list(prepared.notes),
-            sizes={"input": prepared.model.ByteSize(), "output": quantized.ByteSize()},
+            sizes={"input": model_size(prepared.model), "output": model_size(quantized)},
         )
         if verify:
             if cov.total and not cov.quantized:
