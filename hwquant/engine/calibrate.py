@@ -863,6 +863,7 @@ def calibrate(
     providers: Sequence[str] = ("CPUExecutionProvider",),
     progress: Callable[[int, int | None], None] | None = None,
     total: int | None = None,
+    fingerprint: str | None = None,
 ) -> Calibration:
     """Run the float ``model`` over ``data`` once and collect statistics of ``tensors``.
 
@@ -874,8 +875,9 @@ def calibrate(
     ``memory_budget`` bytes (default: the fastest measured, 64 MiB for minmax, 32 MiB with histograms;
     measured on the first sample), at most ``MAX_BATCH`` samples. ``num_quantized_bins`` is entropy's
     number of levels. ``progress`` is called as ``progress(samples_done, total)`` after every batch;
-    ``total`` defaults to ``len(data)`` when ``data`` has a length. See the module docstring for the
-    methods and the batching rules.
+    ``total`` defaults to ``len(data)`` when ``data`` has a length. ``fingerprint`` labels the result (by
+    default :func:`model_fingerprint` of ``model``: a hash of every weight). See the module docstring for
+    the methods and the batching rules.
     """
     _check_method(method)
     if not 0.0 <= percentile <= 100.0:
@@ -887,7 +889,7 @@ def calibrate(
     if batch_size is not None and batch_size < 1:
         raise CalibrationError(f"batch_size must be positive, got {batch_size}")
     proto, base = _load(model)
-    fingerprint = _fingerprint(proto, base)
+    fingerprint = fingerprint or _fingerprint(proto, base)
     g = proto.graph
     inputs = _Inputs(proto)
     types = _value_types(proto)

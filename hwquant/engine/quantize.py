@@ -121,7 +121,7 @@ def _calibrate(
     providers: Sequence[str],
     progress: Progress | None,
 ) -> Calibration:
-    calib = run_calibration(
+    return run_calibration(
         prepared.path if prepared.large else prepared.model,  # a model over 2 GB cannot be serialised: by path
         source,
         float_activations(prepared.model),
@@ -130,9 +130,8 @@ def _calibrate(
         providers=providers,
         progress=progress,
         total=source.count,
+        fingerprint=prepared.fingerprint,  # of the input model: hashed once, in prepare
     )
-    calib.model_fingerprint = prepared.fingerprint
-    return calib
 
 
 def _load_calibration(calibration: Calibration | str | Path, prepared: Prepared) -> Calibration:
