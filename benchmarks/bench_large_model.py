@@ -302,7 +302,7 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where the model is built and kept")
     ap.add_argument("--layers", type=int, default=LAYERS)
     ap.add_argument("--dim", type=int, default=DIM)
-    ap.add_argument("--samples", type=int, default=8, help="calibration samples (hwquant holds out 20%% to evaluate)")
+    ap.add_argument("--samples", type=int, default=8, help="calibration samples (hwquant holds out 10%% to evaluate)")
     ap.add_argument("--eval-samples", type=int, default=2)
     ap.add_argument("--tools", default="hwquant,ort", help="comma-separated: hwquant, ort")
     ap.add_argument("--workdir", type=Path, help="parent folder of the temporary outputs (default: the system's)")

@@ -18,6 +18,7 @@ like activations included.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -289,7 +290,7 @@ class _Builder:
 
     def infer_types(self) -> None:
         try:
-            inferred = onnx.shape_inference.infer_shapes(self.model)
+            inferred = onnx.shape_inference.infer_shapes(_without_weights(self.model))
         except Exception:  # types are a convenience; the checker works without them
             return
         for vi in inferred.graph.value_info:
@@ -558,6 +559,38 @@ def _assign_roles(g: QuantGraph) -> None:
                 mm = g.producer.get(view.inputs[1 - slot])
                 if t is not None and t.constant and t.dtype == "int32" and mm is not None and mm.op == "MatMul":
                     t.role, t.bias_of, t.weight_of = "bias", mm, None
+
+
+_SHAPE_DATA_ELEMENTS = 1024  # smaller initializers keep their values for shape inference (Reshape targets)
+
+
+def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` for type inference: large initializers become typed graph inputs, so nothing big
+    is copied or serialised (on a 2.3 GB model, inferring the full proto took 6 s; past 2 GB it fails)."""
+    shell = onnx.ModelProto()
+    _copy_fields(model, shell, skip="graph")
+    g, sg = model.graph, shell.graph
+    _copy_fields(g, sg, skip="initializer")
+    inputs = {i.name for i in g.input}
+    for init in g.initializer:
+        if math.prod(init.dims) < _SHAPE_DATA_ELEMENTS:
+            sg.initializer.append(init)
+        elif init.name not in inputs:
+            sg.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    return shell
+
+
+def _copy_fields(src, dst, skip: str) -> None:
+    """Copy the set fields of protobuf message ``src`` into ``dst``, except the one named ``skip``."""
+    for fd, value in src.ListFields():
+        if fd.name == skip:
+            continue
+        if fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == fd.LABEL_REPEATED:
+            getattr(dst, fd.name).extend(value)
+        elif fd.message_type is not None:
+            getattr(dst, fd.name).CopyFrom(value)
+        else:
+            setattr(dst, fd.name, value)
 
 
 def analyse(model: onnx.ModelProto) -> QuantGraph:

@@ -50,6 +50,9 @@ QUANTIZED_OP_TYPES = frozenset(
 MAX_PROTOBUF = 2**31 - 1
 """Protobuf cannot serialise a message this large: models over it are checked, shape-inferred, calibrated and
 saved by path, with their weights as external data. Tests lower it to run those code paths on small models."""
+EXACT_SIZE_LIMIT = 64 << 20
+"""Models with less weight than this get their exact serialised size; larger ones an estimate, since
+``ByteSize()`` serialises the whole message (1.5 s for a 587 MB model)."""
 EXTERNAL_THRESHOLD = 1024
 """When a model is saved with external data, initializers of at least this many bytes go to the data file."""
 ORT_INFERRED = {"onnx.infer": "onnxruntime.quant"}  # onnxruntime's quantizer: "shapes already inferred"
@@ -91,29 +94,31 @@ def load_model(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, st
     return loaded, str(path)
 
 
+def _tensor_bytes(t: onnx.TensorProto) -> int:
+    """Bytes of a tensor's values, from its dims (nothing is serialised); 0 for external or string data."""
+    if uses_external_data(t) or t.data_type == onnx.TensorProto.STRING:
+        return 0
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    except Exception:  # an exotic type: count it as float32
+        itemsize = 4
+    return math.prod(t.dims) * itemsize
+
+
 def _inline_weight_bytes(model: onnx.ModelProto) -> int:
-    """Bytes of the main graph's initializers held in the proto, from their dims: nothing is serialised."""
-    total = 0
-    for t in model.graph.initializer:
-        if uses_external_data(t) or t.data_type == onnx.TensorProto.STRING:
-            continue
-        try:
-            itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-        except Exception:  # an exotic type: count it as float32
-            itemsize = 4
-        total += math.prod(t.dims) * itemsize
-    return total
+    """Bytes of the main graph's initializers held in the proto."""
+    return sum(_tensor_bytes(t) for t in model.graph.initializer)
 
 
 def model_size(model: onnx.ModelProto) -> int:
-    """The serialised size of ``model`` in bytes; for a model over the protobuf limit, its weights' bytes plus
-    the serialised size of the rest (within a few bytes per part).
+    """The serialised size of ``model`` in bytes; with over :data:`EXACT_SIZE_LIMIT` of weights, their bytes
+    plus the serialised size of the rest (within a few bytes per part).
 
     With protobuf's upb backend ``ByteSize()`` serialises the whole message (seconds and gigabytes of memory
     for a model of some GB) and raises ``EncodeError`` past the limit, so it is not called on such a model.
     """
     weights = _inline_weight_bytes(model)
-    if weights < MAX_PROTOBUF:
+    if weights < EXACT_SIZE_LIMIT:
         try:
             return model.ByteSize()
         except (EncodeError, ValueError, OverflowError):
@@ -366,7 +371,7 @@ def _write_external(model: onnx.ModelProto, path: Path) -> bool:
     for src in model.graph.initializer:
         dst = shell.graph.initializer.add()
         inline = src.data_type == onnx.TensorProto.STRING or uses_external_data(src)
-        if inline or src.ByteSize() < EXTERNAL_THRESHOLD:
+        if inline or _tensor_bytes(src) < EXTERNAL_THRESHOLD:
             dst.CopyFrom(src)
             continue
         _copy_fields(src, dst, skip=_TENSOR_DATA)
