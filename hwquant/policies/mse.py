@@ -31,6 +31,8 @@ FRACTIONS = np.concatenate([[0.0], np.linspace(0.05, 0.5, 10, endpoint=False), n
 _CHUNK = 1 << 20
 # Above this many allowed zero points ("any" on wide grids) ``restricted`` is searched around the crossing.
 _FEW_ZERO_POINTS = 64
+# Elements per candidate x bin block when scoring (small enough to stay in cache).
+_ERROR_CHUNK = 1 << 15
 
 
 def expected_error(centres: np.ndarray, counts: np.ndarray, qp: QParams, c: Constraints) -> float:
@@ -44,7 +46,7 @@ def _errors(centres: np.ndarray, counts: np.ndarray, scales: np.ndarray, zps: np
     """Count-weighted squared errors of many qparams at once (matrix-vector products: the last bits can
     differ from :func:`expected_error`'s, which :func:`mse` uses to settle near-ties)."""
     out = np.empty(scales.size, dtype=np.float64)
-    step = max(1, _CHUNK // max(1, centres.size))
+    step = max(1, _ERROR_CHUNK // max(1, centres.size))
     for i in range(0, scales.size, step):
         s = scales[i : i + step, None]
         z = zps[i : i + step, None]
