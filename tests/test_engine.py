@@ -254,6 +254,43 @@ def test_profile_with_float_biases(cnn_files, tmp_path):
     assert not (tmp_path / "q2.onnx").exists()
 
 
+def test_compute_op_outputs_left_float(transformer_files, tmp_path):
+    """ops.quantize + ops.float_outputs on the compute ops: Q/DQ on their inputs only (TensorRT's recommended
+    placement); an output gets Q/DQ only where another quantized op consumes it."""
+    path, data = transformer_files
+    (tmp_path / "fo.toml").write_text(
+        'name = "fo"\nextends = "tensorrt-int8"\ndescription = "d"\nsource = "s"\n'
+        '[ops]\nquantize = ["MatMul", "Gemm"]\nfloat_outputs = ["MatMul", "Gemm"]\n'
+    )
+    result = hwquant.quantize(path, tmp_path / "q.onnx", tmp_path / "fo.toml", data[:12], eval_data=data[12:16])
+    assert result.ok and result.coverage.quantized == result.coverage.total > 0
+    q = onnx.load(tmp_path / "q.onnx")
+    consumers: dict[str, list[str]] = {}
+    for n in q.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n.op_type)
+    float_consumers: dict[str, set[str]] = {}
+    for n in onnx.load(path).graph.node:
+        for i in n.input:
+            float_consumers.setdefault(i, set()).add(n.op_type)
+    compute = [n.output[0] for n in q.graph.node if n.op_type in ("MatMul", "Gemm")]
+    feeding_float_ops = [t for t in compute if not float_consumers[t] & {"MatMul", "Gemm"}]
+    assert feeding_float_ops and all("QuantizeLinear" not in consumers[t] for t in feeding_float_ops)
+    assert any("QuantizeLinear" in consumers[t] for t in compute)  # l*.ctx feeds the output projection
+    # without float_outputs every MatMul output is quantized
+    (tmp_path / "io.toml").write_text(
+        'name = "io"\nextends = "tensorrt-int8"\ndescription = "d"\nsource = "s"\n'
+        '[ops]\nquantize = ["MatMul", "Gemm"]\n'
+    )
+    hwquant.quantize(path, tmp_path / "io.onnx", tmp_path / "io.toml", data[:12], eval_data=False)
+    io = onnx.load(tmp_path / "io.onnx")
+    assert sum(n.op_type == "QuantizeLinear" for n in io.graph.node) > sum(
+        n.op_type == "QuantizeLinear" for n in q.graph.node
+    )
+    with pytest.raises(hwquant.HwquantError, match="QOperator ops have quantized outputs"):
+        hwquant.quantize(path, tmp_path / "q2.onnx", tmp_path / "fo.toml", data[:12], format="qoperator")
+
+
 def test_model_with_external_data(tmp_path):
     model = mz.cnn(channels=16)
     onnx.save(model, tmp_path / "ext.onnx", save_as_external_data=True, location="ext.data", size_threshold=0)

@@ -257,6 +257,11 @@ CONTRADICTIONS = {
         "'int8' is not one of dtypes ['uint8']",
     ),
     "op both quantized and excluded": ('[ops]\nquantize = ["Conv"]\nexclude = ["Conv"]', "ops", "['Conv'] both"),
+    "fixed output of an op whose output stays float": (
+        '[ops]\nfloat_outputs = ["Softmax"]\n[ops.fixed_output.Softmax]\nuint8 = { scale = 0.5, zero_point = 0 }',
+        "ops",
+        "['Softmax'] both in float_outputs and fixed_output",
+    ),
     "exponent bounds on float scales": (
         "[activations.scale]\nmin_exponent = -8",
         "activations.scale",

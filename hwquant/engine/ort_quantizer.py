@@ -87,7 +87,8 @@ class Recipe:
 
     ``keep_relu`` keeps Relu/Clip in the graph; otherwise onnxruntime folds them into their producer,
     which is only right when non-negative tensors get zero point qmin. ``quantize_bias`` False leaves
-    biases in float (QDQ only: QOperator ops take int32 biases).
+    biases in float (QDQ only: QOperator ops take int32 biases). ``float_outputs``: op types quantized on
+    their inputs only.
     """
 
     op_types: Sequence[str]
@@ -96,6 +97,7 @@ class Recipe:
     nodes_to_exclude: Sequence[str] = ()
     keep_relu: bool = False
     quantize_bias: bool = True
+    float_outputs: Sequence[str] = ()
 
     def options(self, **extra: object) -> dict[str, object]:
         # hwquant computes every scale itself; onnxruntime must not move a weight scale behind its back.
@@ -103,6 +105,7 @@ class Recipe:
             "QDQDisableWeightAdjustForInt32Bias": True,
             "QDQKeepRemovableActivations": self.keep_relu,
             "QuantizeBias": self.quantize_bias,
+            "OpTypesToExcludeOutputQuantization": list(self.float_outputs),
             **extra,
         }
 

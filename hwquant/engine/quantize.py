@@ -188,6 +188,11 @@ def quantize(
             f"profile '{prof.name}' keeps biases in float (bias.quantize = false): QOperator ops take int32 "
             "biases, use format='qdq'"
         )
+    if format == "qoperator" and prof.ops.float_outputs:
+        raise HwquantError(
+            f"profile '{prof.name}' keeps the outputs of {', '.join(prof.ops.float_outputs)} in float "
+            "(ops.float_outputs): QOperator ops have quantized outputs, use format='qdq'"
+        )
 
     with tempfile.TemporaryDirectory(prefix="hwquant-") as tmp_name:
         tmp = Path(tmp_name)
@@ -225,6 +230,7 @@ def quantize(
             nodes_to_exclude=tuple(nodes_to_exclude),
             keep_relu=not relu_folds(prof, reg.policy_entry),
             quantize_bias=prof.bias.quantize,
+            float_outputs=tuple(prof.ops.float_outputs),
         )
         plan = ort_quantizer.plan(prepared.model, ranges, recipe)
         tensors = {

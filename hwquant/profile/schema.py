@@ -172,7 +172,8 @@ class FixedQParams(_Frozen):
 
 
 class OpRules(_Frozen):
-    """Per-op rules: which ops run quantized, fixed output qparams, and same-qparams op types."""
+    """Per-op rules: which ops run quantized, fixed output qparams, same-qparams op types, and op types
+    quantized on their inputs only."""
 
     quantize: list[OpType] = Field(
         default_factory=list, description="Op types the target runs quantized; empty: all onnxruntime can."
@@ -183,6 +184,11 @@ class OpRules(_Frozen):
     )
     shared_qparams: list[OpType] = Field(
         default_factory=list, description="Op types whose inputs and outputs share one scale and zero point."
+    )
+    float_outputs: list[OpType] = Field(
+        default_factory=list,
+        description="Op types that do not quantize their outputs (a quantized consumer still quantizes its input). "
+        "With `quantize` on the compute ops: Q/DQ on compute-op inputs only, TensorRT's recommended placement.",
     )
     fixed_tolerance: float = Field(1e-6, ge=0, description="Relative tolerance when checking fixed scales.")
 
@@ -219,6 +225,9 @@ class Profile(_Frozen):
         overlap = set(self.ops.quantize) & set(self.ops.exclude)
         if overlap:
             raise ValueError(f"ops: {sorted(overlap)} both in quantize and exclude")
+        fixed_float = set(self.ops.float_outputs) & set(self.ops.fixed_output)
+        if fixed_float:
+            raise ValueError(f"ops: {sorted(fixed_float)} both in float_outputs and fixed_output")
         return self
 
     def role(self, role: str) -> RoleRules:
