@@ -123,14 +123,19 @@ def model_size(model: onnx.ModelProto) -> int:
             return model.ByteSize()
         except (EncodeError, ValueError, OverflowError):
             pass  # Constant nodes or subgraphs hold the weights
-    g = model.graph
-    rest = (*g.sparse_initializer, *g.node, *g.input, *g.output, *g.value_info, *model.functions)
-    return weights + sum(part.ByteSize() for part in rest)
+    return _estimated_size(model)
 
 
 def exceeds_protobuf_limit(model: onnx.ModelProto) -> bool:
-    """Whether ``model`` is too large to serialise in one piece (see :data:`MAX_PROTOBUF`)."""
-    return model_size(model) >= MAX_PROTOBUF
+    """Whether ``model`` is too large to serialise in one piece (see :data:`MAX_PROTOBUF`): its weights'
+    bytes from their dims plus the serialised size of the rest, so the weights are never serialised."""
+    return _estimated_size(model) >= MAX_PROTOBUF
+
+
+def _estimated_size(model: onnx.ModelProto) -> int:
+    g = model.graph
+    rest = (*g.sparse_initializer, *g.node, *g.input, *g.output, *g.value_info, *model.functions)
+    return _inline_weight_bytes(model) + sum(part.ByteSize() for part in rest)
 
 
 def check_valid(model: onnx.ModelProto, source: str, path: str | Path | None = None) -> None:
