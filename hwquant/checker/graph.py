@@ -290,7 +290,7 @@ class _Builder:
 
     def infer_types(self) -> None:
         try:
-            inferred = onnx.shape_inference.infer_shapes(_without_weights(self.model))
+            inferred = onnx.shape_inference.infer_shapes(without_weights(self.model))
         except Exception:  # types are a convenience; the checker works without them
             return
         for vi in inferred.graph.value_info:
@@ -564,9 +564,10 @@ def _assign_roles(g: QuantGraph) -> None:
 _SHAPE_DATA_ELEMENTS = 1024  # smaller initializers keep their values for shape inference (Reshape targets)
 
 
-def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``model`` for type inference: large initializers become typed graph inputs, so nothing big
-    is copied or serialised (on a 2.3 GB model, inferring the full proto took 6 s; past 2 GB it fails)."""
+def without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` for shape and type inference: large initializers become typed graph inputs, so
+    nothing big is copied or serialised (on a 2.3 GB model, inferring the full proto took 6 s; past 2 GB it
+    fails). Small initializers keep their values (Reshape targets)."""
     shell = onnx.ModelProto()
     _copy_fields(model, shell, skip="graph")
     g, sg = model.graph, shell.graph

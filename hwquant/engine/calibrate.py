@@ -542,6 +542,17 @@ def _fingerprint(model: onnx.ModelProto, base: Path | None) -> str:
     return h.hexdigest()
 
 
+def tensor_bytes(t: onnx.TensorProto) -> int:
+    """Bytes of a tensor's values, from its dims (nothing is serialised); 0 for external or string data."""
+    if onnx.external_data_helper.uses_external_data(t) or t.data_type == TensorProto.STRING:
+        return 0
+    try:
+        itemsize = helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    except Exception:  # an exotic type: count it as float32
+        itemsize = 4
+    return math.prod(t.dims) * itemsize
+
+
 def _external_array(init: onnx.TensorProto, base: Path | None) -> np.ndarray:
     try:
         return numpy_helper.to_array(init, str(base or "."))
@@ -609,7 +620,7 @@ def _session(
         so.log_severity_level = 3
         if base is not None:
             so.add_session_config_entry("session.model_external_initializers_file_folder_path", str(base))
-        if model.ByteSize() > _PROTO_LIMIT:
+        if sum(tensor_bytes(t) for t in g.initializer) > _PROTO_LIMIT:  # ByteSize() would serialise it all
             raise CalibrationError("model is larger than 2 GB in memory: pass the path of the model file instead")
         data = model.SerializeToString()
     finally:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +17,8 @@ from google.protobuf.message import EncodeError
 from onnx import numpy_helper
 from onnx.external_data_helper import uses_external_data
 
-from hwquant.engine.calibrate import model_fingerprint
+from hwquant.checker.graph import without_weights
+from hwquant.engine.calibrate import model_fingerprint, tensor_bytes
 from hwquant.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,12 @@ class Prepared:
     """Over :data:`MAX_PROTOBUF`: ``model`` cannot be serialised, pass ``path`` to whatever needs bytes (an
     onnxruntime session, calibration); ``path`` keeps the weights in ``<name>.data`` beside it."""
 
+    def saved(self) -> Path:
+        """``path``, the prepared model written there on first use (a large model is written by prepare)."""
+        if not self.path.exists():
+            save_model(self.model, self.path)
+        return self.path
+
 
 def load_model(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
     """A private copy of ``model`` (path or ModelProto, external data loaded) and a label naming it."""
@@ -94,20 +100,9 @@ def load_model(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, st
     return loaded, str(path)
 
 
-def _tensor_bytes(t: onnx.TensorProto) -> int:
-    """Bytes of a tensor's values, from its dims (nothing is serialised); 0 for external or string data."""
-    if uses_external_data(t) or t.data_type == onnx.TensorProto.STRING:
-        return 0
-    try:
-        itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-    except Exception:  # an exotic type: count it as float32
-        itemsize = 4
-    return math.prod(t.dims) * itemsize
-
-
 def _inline_weight_bytes(model: onnx.ModelProto) -> int:
     """Bytes of the main graph's initializers held in the proto."""
-    return sum(_tensor_bytes(t) for t in model.graph.initializer)
+    return sum(tensor_bytes(t) for t in model.graph.initializer)
 
 
 def model_size(model: onnx.ModelProto) -> int:
@@ -141,15 +136,15 @@ def _estimated_size(model: onnx.ModelProto) -> int:
 def check_valid(model: onnx.ModelProto, source: str, path: str | Path | None = None) -> None:
     """Raise :class:`ModelError` naming the model when onnx.checker rejects it (e.g. nodes out of order).
 
-    A model over the protobuf limit is checked by ``path`` (the file it was loaded from, its external data
-    beside it), which onnx.checker reads without loading the weights; without a path it is not checked here
-    and onnxruntime reports problems when calibrating.
+    With ``path`` (the file it was loaded from, its external data beside it) onnx.checker reads the file
+    without loading the weights. A model over the protobuf limit without a path is not checked here;
+    onnxruntime reports problems when calibrating.
     """
     target: onnx.ModelProto | str = model
-    if exceeds_protobuf_limit(model):
-        if path is None:
-            return
-        target = str(path)
+    if path is not None:
+        target = str(path)  # onnx reads the file itself: nothing is serialised
+    elif exceeds_protobuf_limit(model):
+        return
     try:
         onnx.checker.check_model(target)
     except Exception as exc:
@@ -235,9 +230,17 @@ def infer_shapes(model: onnx.ModelProto, workdir: Path) -> tuple[onnx.ModelProto
     """
     if exceeds_protobuf_limit(model):
         return _infer_shapes_by_path(model, workdir), "onnx (path)"
-    inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False)
-    typed = _type_with_onnxruntime(inferred, lambda m: m.SerializeToString())
-    return inferred, f"onnx; {typed} more typed by onnxruntime" if typed else "onnx"
+    # inferred on a copy without the weights (serialising MiniLM's 69 MB for onnx took most of the time)
+    inferred = onnx.shape_inference.infer_shapes(without_weights(model), check_type=False, strict_mode=False)
+    g, ig = model.graph, inferred.graph
+    for name in ("value_info", "output"):
+        del getattr(g, name)[:]
+        getattr(g, name).extend(getattr(ig, name))
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in g.node for a in n.attribute):
+        del g.node[:]  # the subgraphs' inferred types live in the nodes
+        g.node.extend(ig.node)
+    typed = _type_with_onnxruntime(model, lambda m: m.SerializeToString())
+    return model, f"onnx; {typed} more typed by onnxruntime" if typed else "onnx"
 
 
 def _untyped(model: onnx.ModelProto) -> list[str]:
@@ -376,7 +379,7 @@ def _write_external(model: onnx.ModelProto, path: Path) -> bool:
     for src in model.graph.initializer:
         dst = shell.graph.initializer.add()
         inline = src.data_type == onnx.TensorProto.STRING or uses_external_data(src)
-        if inline or _tensor_bytes(src) < EXTERNAL_THRESHOLD:
+        if inline or tensor_bytes(src) < EXTERNAL_THRESHOLD:
             dst.CopyFrom(src)
             continue
         _copy_fields(src, dst, skip=_TENSOR_DATA)
@@ -437,8 +440,6 @@ def prepare(model: str | Path | onnx.ModelProto, workdir: Path, *, per_channel: 
     # onnxruntime's quantizer runs the same onnx inference on a model without this mark, after copying it,
     # writing it to disk and reading it back, twice per quantize (plan and emit): seconds and GB on large models
     onnx.helper.set_model_props(proto, {**ORT_INFERRED, **{p.key: p.value for p in proto.metadata_props}})
-    if not prepared.large:
-        save_model(proto, prepared.path)
     prepared.notes.append(f"shapes inferred ({how})")
     prepared.model = proto
     return prepared

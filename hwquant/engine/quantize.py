@@ -259,7 +259,7 @@ def quantize(
         cov = coverage(prepared.model, quantized, recipe.op_types)
         acc, n_eval = [], 0
         if eval_source is not None:
-            acc, n_eval = accuracy(session(prepared.path, providers), loaded, eval_source)
+            acc, n_eval = accuracy(session(prepared.saved(), providers), loaded, eval_source)
         del loaded
         timings["verify"] = time.perf_counter() - t
 
