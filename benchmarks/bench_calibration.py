@@ -7,8 +7,11 @@ random normal inputs generated lazily from a per-sample seed, so every contender
 nothing holds all of it. Figures:
 
 (a) plain float inference over N samples (a default onnxruntime session, one sample per run, session
-    creation included) vs hwquant minmax calibration over the same samples;
-(b) onnxruntime MinMaxCalibrater (augment, save, load, run, compute) vs hwquant minmax;
+    creation included) vs hwquant minmax calibration over the same samples, on this model and on
+    bench_engine's 224x224 CNN (1.4M parameters; the issue's example model is of that kind). Calibration
+    reads every activation twice (ReduceMin, ReduceMax) and keeps each one materialised: on a model with
+    light compute and large activations that costs as much as the inference itself;
+(b) onnxruntime MinMaxCalibrater (augment, save, load, run, compute) vs hwquant minmax, on both models;
 (c) peak RSS (ru_maxrss of a fresh subprocess per run) for hwquant entropy/percentile with few vs many
     samples, onnxruntime Entropy/Percentile for contrast, and wall time hwquant/onnxruntime;
 (d) mean SQNR (uint8, held-out samples) of the entropy/percentile ranges of both.
@@ -54,10 +57,14 @@ def activations(model: onnx.ModelProto) -> list[str]:
     return [i.name for i in model.graph.input] + [o for n in model.graph.node for o in n.output]
 
 
-def samples(n: int, offset: int = 0):
+def samples(n: int, offset: int = 0, size: int = SIZE):
     """Lazily generated inputs; sample i is the same in every process."""
     for i in range(offset, offset + n):
-        yield {"input": np.random.default_rng(1000 + i).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)}
+        yield {"input": np.random.default_rng(1000 + i).standard_normal((1, 3, size, size)).astype(np.float32)}
+
+
+def image_size(model: onnx.ModelProto) -> int:
+    return model.graph.input[0].type.tensor_type.shape.dim[2].dim_value
 
 
 def rss_mb() -> float:
@@ -92,7 +99,7 @@ def ort_calibrate(model: onnx.ModelProto, n: int, method: str, **extra) -> dict[
                               "percentile": CalibrationMethod.Percentile}[method],
             extra_options=extra,
         )  # fmt: skip
-        it = samples(n)
+        it = samples(n, size=image_size(model))
 
         class Reader:
             def get_next(self):
@@ -108,14 +115,14 @@ def ort_calibrate(model: onnx.ModelProto, n: int, method: str, **extra) -> dict[
 
 
 def hw_calibrate(model: onnx.ModelProto, n: int, method: str) -> dict[str, tuple[float, float]]:
-    cal = calibrate(model, samples(n), activations(model), method=method, total=n)
+    cal = calibrate(model, samples(n, size=image_size(model)), activations(model), method=method, total=n)
     return {t: (cal.stats(t).rmin, cal.stats(t).rmax) for t in cal.ranges}
 
 
 def plain_inference(model: onnx.ModelProto, n: int) -> None:
     """A default session (ORT_ENABLE_ALL), one sample per run, as a user runs the float model."""
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    for s in samples(n):
+    for s in samples(n, size=image_size(model)):
         sess.run(None, s)
 
 
@@ -192,25 +199,29 @@ def main() -> None:
     print(f"onnxruntime {ort.__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs")
     rows: list[tuple[str, str, str]] = []
 
-    # (a) + (b): interleaved repetitions in this process.
-    plain_inference(model, 2)
-    hw_calibrate(model, 2, "minmax")
-    contenders = {
-        "plain": lambda: plain_inference(model, n_speed),
-        "hw": lambda: hw_calibrate(model, n_speed, "minmax"),
-        "ort": lambda: ort_calibrate(model, n_speed, "minmax"),
-    }
-    times: dict[str, list[float]] = {k: [] for k in contenders}
-    for _ in range(reps):
-        for k, fn in contenders.items():
-            times[k].append(timed(fn))
-            gc.collect()  # no session (and its spinning thread pool) outlives its contender
-    med = {k: statistics.median(v) for k, v in times.items()}
-    rows.append((f"(a) plain inference, {n_speed} samples (default session)", f"{med['plain']:.3f} s", ""))
-    rows.append((f"(a) hwquant minmax, {n_speed} samples", f"{med['hw']:.3f} s",
-                 f"/ plain inference {med['hw'] / med['plain']:.2f} (target <= 1.3)"))  # fmt: skip
-    rows.append((f"(b) onnxruntime MinMaxCalibrater, {n_speed} samples", f"{med['ort']:.3f} s",
-                 f"hwquant/onnxruntime = {med['hw'] / med['ort']:.2f}"))  # fmt: skip
+    # (a) + (b): interleaved repetitions in this process, on this model (light compute, 14 MB of activations
+    # per sample) and on bench_engine's 224x224 CNN (the issue's example: compute-heavier).
+    from benchmarks.bench_engine import cnn_224
+
+    for label, m in (("cnn(32, 112)", model), ("cnn224", onnx.shape_inference.infer_shapes(cnn_224()))):
+        plain_inference(m, 2)
+        hw_calibrate(m, 2, "minmax")
+        contenders = {
+            "plain": lambda m=m: plain_inference(m, n_speed),
+            "hw": lambda m=m: hw_calibrate(m, n_speed, "minmax"),
+            "ort": lambda m=m: ort_calibrate(m, n_speed, "minmax"),
+        }
+        times: dict[str, list[float]] = {k: [] for k in contenders}
+        for _ in range(reps):
+            for k, fn in contenders.items():
+                times[k].append(timed(fn))
+                gc.collect()  # no session (and its spinning thread pool) outlives its contender
+        med = {k: statistics.median(v) for k, v in times.items()}
+        rows.append((f"(a) {label}: plain inference, {n_speed} samples (default session)", f"{med['plain']:.3f} s", ""))
+        rows.append((f"(a) {label}: hwquant minmax, {n_speed} samples", f"{med['hw']:.3f} s",
+                     f"/ plain inference {med['hw'] / med['plain']:.2f} (target <= 1.3)"))  # fmt: skip
+        rows.append((f"(b) {label}: onnxruntime MinMaxCalibrater, {n_speed} samples", f"{med['ort']:.3f} s",
+                     f"hwquant/onnxruntime = {med['hw'] / med['ort']:.2f}"))  # fmt: skip
 
     # (c) memory: one fresh subprocess per configuration.
     mem: dict[tuple[str, str, int], dict] = {}
