@@ -8,13 +8,17 @@ and dropped.
 
 Design (measured with ``benchmarks/bench_calibration.py``):
 
-* **Session.** ``ORT_ENABLE_ALL``, the level a deployed float model runs at: on the 224x224 CNN of
-  ``benchmarks/bench_engine.py`` it calibrates 128 samples in 0.96 s where ``ORT_ENABLE_BASIC`` takes
-  1.37 s (NCHWc Conv kernels). Those kernels sum in another order, so Conv outputs differ from
-  onnxruntime's ``MinMaxCalibrater`` (which disables all optimizations) by float rounding: ranges within
-  4e-7 relative on that CNN. At ``ORT_DISABLE_ALL`` (``OPT_LEVEL``) the ranges are bit-identical to
-  onnxruntime's (tests/test_calibrate.py). Observing a tensor gives it an extra consumer, so the fusions
-  that would remove it cannot apply to it.
+* **Session.** Its optimization level follows the model. Observing a tensor gives it an extra consumer,
+  so the fusions that would remove it cannot apply, and under ``ORT_ENABLE_ALL`` every observed Conv
+  output is reordered out of the NCHWc layout. That pays when Conv compute dominates: on the 224x224
+  CNN of ``benchmarks/bench_engine.py`` (204 multiply-adds per observed activation) 128 samples
+  calibrate in 0.96 s at ``ORT_ENABLE_ALL`` and 1.37 s at ``ORT_ENABLE_BASIC``; on PP-LCNet (20 per
+  activation, 113 observed tensors) it loses, 1.68 s against 1.38 s. So models with at least
+  ``ALL_MACS_PER_ELEMENT`` Conv multiply-adds per observed activation element (from the shapes; unknown
+  dims count as 1) run at ``ORT_ENABLE_ALL``, the rest at ``ORT_ENABLE_BASIC``, whose min/max are
+  bit-identical to onnxruntime's ``MinMaxCalibrater`` (which disables all optimizations). The NCHWc
+  kernels sum in another order: ranges within 4e-7 relative of onnxruntime's on that CNN. ``OPT_LEVEL``
+  forces a level (tests use ``ORT_DISABLE_ALL`` for exact parity on any model).
 * **minmax** appends ``ReduceMin``/``ReduceMax`` per tensor to the graph (outputs are scalars, the
   activations stay inside onnxruntime; fetching the tensors and reducing in numpy measured no faster);
   the model's own outputs are dropped so unobserved branches are pruned. Tensors whose range follows
@@ -85,7 +89,8 @@ METHODS = ("minmax", "entropy", "percentile")
 FORMAT = "hwquant-calibration"
 FORMAT_VERSION = 1
 
-OPT_LEVEL = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+OPT_LEVEL: ort.GraphOptimizationLevel | None = None  # None: chosen per model (see the module docstring)
+ALL_MACS_PER_ELEMENT = 100
 BATCH_BYTES_MINMAX = 64 << 20  # activations stay inside onnxruntime; measured fastest on cnn224 and a transformer
 BATCH_BYTES_HISTOGRAMS = 32 << 20  # fetched tensors: bigger batches amortise the per-tensor numpy work
 MAX_BATCH = 64
@@ -599,8 +604,32 @@ def _derivations(
     return derived
 
 
+def _level_for(model: onnx.ModelProto, observed: Sequence[str]) -> ort.GraphOptimizationLevel:
+    """``ORT_ENABLE_ALL`` when Conv compute dominates the observed activations, else ``ORT_ENABLE_BASIC``."""
+    g = model.graph
+    shapes = {
+        vi.name: [d.dim_value if d.HasField("dim_value") else 1 for d in vi.type.tensor_type.shape.dim]
+        for vi in (*g.value_info, *g.input, *g.output)
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape")
+    }
+    weights = {i.name: list(i.dims) for i in g.initializer}
+    macs = sum(
+        math.prod(shapes[n.output[0]]) * math.prod(weights[n.input[1]][1:])
+        for n in g.node
+        if n.op_type in ("Conv", "ConvTranspose") and n.output[0] in shapes and n.input[1] in weights
+    )
+    elements = sum(math.prod(shapes[t]) for t in observed if t in shapes)
+    heavy = macs >= ALL_MACS_PER_ELEMENT * max(elements, 1)
+    return ort.GraphOptimizationLevel.ORT_ENABLE_ALL if heavy else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+
+
 def _session(
-    model: onnx.ModelProto, base: Path | None, nodes: list[onnx.NodeProto], outputs: list[str], providers
+    model: onnx.ModelProto,
+    base: Path | None,
+    nodes: list[onnx.NodeProto],
+    outputs: list[str],
+    providers,
+    level: ort.GraphOptimizationLevel,
 ) -> ort.InferenceSession:
     """A session on ``model`` with ``nodes`` appended and exactly ``outputs`` as graph outputs.
 
@@ -616,7 +645,7 @@ def _session(
         del g.output[:]
         g.output.extend(onnx.ValueInfoProto(name=o) for o in outputs)  # untyped: onnxruntime infers the type
         so = ort.SessionOptions()
-        so.graph_optimization_level = OPT_LEVEL
+        so.graph_optimization_level = level
         so.log_severity_level = 3
         if base is not None:
             so.add_session_config_entry("session.model_external_initializers_file_folder_path", str(base))
@@ -957,7 +986,8 @@ def calibrate(
     if first is None:
         raise CalibrationError("no calibration samples")
     first_feed = inputs.check(0, first)
-    sess = _session(proto, base, nodes, outputs + sizes, providers) if outputs else None
+    level = OPT_LEVEL if OPT_LEVEL is not None else _level_for(proto, measured)
+    sess = _session(proto, base, nodes, outputs + sizes, providers, level) if outputs else None
     pipeline = _PIPELINE and collect_hist
     runner = _Runner(sess, outputs, sizes, measured, from_feed, col, collect_hist, progress, total, pipeline)
     if not collect_hist:
