@@ -569,9 +569,9 @@ def without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     nothing big is copied or serialised (on a 2.3 GB model, inferring the full proto took 6 s; past 2 GB it
     fails). Small initializers keep their values (Reshape targets)."""
     shell = onnx.ModelProto()
-    _copy_fields(model, shell, skip="graph")
+    copy_fields(model, shell, skip=("graph",))
     g, sg = model.graph, shell.graph
-    _copy_fields(g, sg, skip="initializer")
+    copy_fields(g, sg, skip=("initializer",))
     inputs = {i.name for i in g.input}
     for init in g.initializer:
         if math.prod(init.dims) < _SHAPE_DATA_ELEMENTS:
@@ -581,10 +581,10 @@ def without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     return shell
 
 
-def _copy_fields(src, dst, skip: str) -> None:
-    """Copy the set fields of protobuf message ``src`` into ``dst``, except the one named ``skip``."""
+def copy_fields(src, dst, skip: tuple[str, ...] = ()) -> None:
+    """Copy every set field of protobuf message ``src`` into ``dst`` except those named in ``skip``."""
     for fd, value in src.ListFields():
-        if fd.name == skip:
+        if fd.name in skip:
             continue
         if fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == fd.LABEL_REPEATED:
             getattr(dst, fd.name).extend(value)

@@ -17,7 +17,7 @@ from google.protobuf.message import EncodeError
 from onnx import numpy_helper
 from onnx.external_data_helper import uses_external_data
 
-from hwquant.checker.graph import without_weights
+from hwquant.checker.graph import copy_fields, without_weights
 from hwquant.engine.calibrate import model_fingerprint, tensor_bytes
 from hwquant.errors import ModelError
 
@@ -233,9 +233,7 @@ def infer_shapes(model: onnx.ModelProto, workdir: Path) -> tuple[onnx.ModelProto
     # inferred on a copy without the weights (serialising MiniLM's 69 MB for onnx took most of the time)
     inferred = onnx.shape_inference.infer_shapes(without_weights(model), check_type=False, strict_mode=False)
     g, ig = model.graph, inferred.graph
-    for name in ("value_info", "output"):
-        del getattr(g, name)[:]
-        getattr(g, name).extend(getattr(ig, name))
+    _adopt_types(g, ig)
     if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in g.node for a in n.attribute):
         del g.node[:]  # the subgraphs' inferred types live in the nodes
         g.node.extend(ig.node)
@@ -343,27 +341,17 @@ def _infer_saved(model: onnx.ModelProto, path: Path) -> None:
             onnx.save(inferred, str(path))
     finally:
         path.with_name("typing.onnx").unlink(missing_ok=True)
-    g = model.graph
+    _adopt_types(model.graph, inferred.graph)
+
+
+def _adopt_types(graph: onnx.GraphProto, inferred: onnx.GraphProto) -> None:
+    """Replace ``graph``'s value_info and outputs with those shape inference produced in ``inferred``."""
     for name in ("value_info", "output"):
-        del getattr(g, name)[:]
-        getattr(g, name).extend(getattr(inferred.graph, name))
+        del getattr(graph, name)[:]
+        getattr(graph, name).extend(getattr(inferred, name))
 
 
 _TENSOR_DATA = ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data")
-
-
-def _copy_fields(src, dst, skip: tuple[str, ...] = ()) -> None:
-    """Copy every set field of protobuf message ``src`` into ``dst`` except those named in ``skip``."""
-    for fd, value in src.ListFields():
-        if fd.name in skip:
-            continue
-        repeated = fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == fd.LABEL_REPEATED
-        if repeated:
-            getattr(dst, fd.name).extend(value)
-        elif fd.message_type is not None:
-            getattr(dst, fd.name).CopyFrom(value)
-        else:
-            setattr(dst, fd.name, value)
 
 
 def _write_external(model: onnx.ModelProto, path: Path) -> bool:
@@ -373,8 +361,8 @@ def _write_external(model: onnx.ModelProto, path: Path) -> bool:
     Constant nodes or subgraphs): nothing is written then."""
     data_name = path.name + ".data"
     shell = onnx.ModelProto()
-    _copy_fields(model, shell, skip=("graph",))
-    _copy_fields(model.graph, shell.graph, skip=("initializer",))
+    copy_fields(model, shell, skip=("graph",))
+    copy_fields(model.graph, shell.graph, skip=("initializer",))
     externals: list[tuple[onnx.TensorProto, onnx.TensorProto]] = []
     for src in model.graph.initializer:
         dst = shell.graph.initializer.add()
@@ -382,7 +370,7 @@ def _write_external(model: onnx.ModelProto, path: Path) -> bool:
         if inline or tensor_bytes(src) < EXTERNAL_THRESHOLD:
             dst.CopyFrom(src)
             continue
-        _copy_fields(src, dst, skip=_TENSOR_DATA)
+        copy_fields(src, dst, skip=_TENSOR_DATA)
         dst.data_location = onnx.TensorProto.EXTERNAL  # its location and offset are added when it is written
         externals.append((src, dst))
     if exceeds_protobuf_limit(shell):
