@@ -41,7 +41,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests import modelzoo  # noqa: E402
 
-ORT_SCRIPT = """
+# quantize_static's caller: argv = model, stacked .npz (one input), output; one sample per get_next()
+ORT_READER = """
 import sys, numpy as np
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 data = np.load(sys.argv[2])
@@ -53,12 +54,18 @@ class Reader(CalibrationDataReader):
         if self.i == len(arr): return None
         self.i += 1
         return {name: arr[self.i - 1:self.i]}
+"""
+
+ORT_SCRIPT = (
+    ORT_READER
+    + """
 import time
 start = time.perf_counter()
 quantize_static(sys.argv[1], sys.argv[3], Reader(), quant_format=QuantFormat.QDQ,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
 print("CALL", time.perf_counter() - start)
 """
+)
 
 HWQUANT_SCRIPT = """
 import sys, time, hwquant

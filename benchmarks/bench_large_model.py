@@ -40,6 +40,10 @@ import onnx
 from onnx import TensorProto, helper
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_engine import ORT_READER  # noqa: E402
+
 DEFAULT_CACHE = Path.home() / ".cache" / "hwquant-bench" / "large"
 LAYERS = 35
 DIM = 4096
@@ -81,17 +85,9 @@ ORT_SCRIPT = (
     + """
 import json, sys, time
 t = time.perf_counter()
-import numpy as np
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-data = np.load(sys.argv[2])
-name = data.files[0]
-arr = data[name]
-class Reader(CalibrationDataReader):
-    def __init__(self): self.i = 0
-    def get_next(self):
-        if self.i == len(arr): return None
-        self.i += 1
-        return {name: arr[self.i - 1:self.i]}
+"""
+    + ORT_READER
+    + """
 quantize_static(sys.argv[1], sys.argv[3], Reader(), quant_format=QuantFormat.QDQ,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, use_external_data_format=True)
 print(json.dumps({"wall_s": time.perf_counter() - t, "peak_rss_mb": _peak_rss_mb()}))
