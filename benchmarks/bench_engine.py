@@ -15,7 +15,11 @@ held-out samples), with repetitions interleaved, medians reported. Printed ratio
 1. MinMax: hwquant wall / quantize_static wall (target <= 0.7), per model: whole processes, and the quantize
    call alone inside them (the interpreter and the imports, onnx and onnxruntime's for both, are the same
    fixed cost for both tools);
-2. quantizing for 4 profiles from one saved calibration (calibrate + 4 x quantize) / quantizing for 1
+2. the floor: a process that imports the same modules, loads the same samples and runs plain float
+   inference over them once (onnxruntime's default session, one sample per run), over quantize_static.
+   Any tool that observes the activations must run the float model over the samples at least once, so
+   no tool can have a lower ratio than this on the same machine;
+3. quantizing for 4 profiles from one saved calibration (calibrate + 4 x quantize) / quantizing for 1
    (target <= 1.6).
 The calibration-only targets (entropy/percentile memory and time, calibration vs plain inference) are in
 benchmarks/bench_calibration.py.
@@ -63,6 +67,21 @@ import time
 start = time.perf_counter()
 quantize_static(sys.argv[1], sys.argv[3], Reader(), quant_format=QuantFormat.QDQ,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+print("CALL", time.perf_counter() - start)
+"""
+)
+
+# the lower bound of any one-pass tool: plain float inference over the same samples (same imports as ORT_SCRIPT)
+FLOOR_SCRIPT = (
+    ORT_READER
+    + """
+import time
+import onnxruntime as ort
+start = time.perf_counter()
+sess = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+reader = Reader()
+while (feed := reader.get_next()) is not None:
+    sess.run(None, feed)
 print("CALL", time.perf_counter() - start)
 """
 )
@@ -164,19 +183,25 @@ def main() -> None:
             rng = np.random.default_rng(0)
             data = rng.standard_normal((n, *shape[1:])).astype(np.float32)
             np.savez(tmp / f"{name}.npz", **{input_name: data})
-            times: dict[str, list[float]] = {"ort": [], "hwquant": [], "many": [], "ort_call": [], "hw_call": []}
-            ratios: dict[str, list[float]] = {"process": [], "call": []}
+            times: dict[str, list[float]] = {
+                k: [] for k in ("ort", "hwquant", "many", "floor", "ort_call", "hw_call", "floor_call")
+            }
+            ratios: dict[str, list[float]] = {"process": [], "call": [], "floor": [], "floor_call": []}
             npz = str(tmp / f"{name}.npz")
             for _ in range(reps):  # interleaved; ratios taken within each repetition
                 ort_s, ort_call = run(ORT_SCRIPT, str(path), npz, str(tmp / f"{name}.ort.onnx"))
                 hw_s, hw_call = run(HWQUANT_SCRIPT, str(path), npz, str(tmp / f"{name}.hw.onnx"))
                 many_s, _ = run(MANY_SCRIPT, str(path), npz, str(tmp / f"{name}.many.onnx"))
-                for key, value in (("ort", ort_s), ("hwquant", hw_s), ("many", many_s)):
+                floor_s, floor_call = run(FLOOR_SCRIPT, str(path), npz)
+                for key, value in (("ort", ort_s), ("hwquant", hw_s), ("many", many_s), ("floor", floor_s)):
                     times[key].append(value)
                 times["ort_call"].append(ort_call)
                 times["hw_call"].append(hw_call)
+                times["floor_call"].append(floor_call)
                 ratios["process"].append(hw_s / ort_s)
                 ratios["call"].append(hw_call / ort_call)
+                ratios["floor"].append(floor_s / ort_s)
+                ratios["floor_call"].append(floor_call / ort_call)
             med = {k: statistics.median(v) for k, v in times.items()}
             figures[name] = {
                 "samples": n,
@@ -188,17 +213,24 @@ def main() -> None:
                 "ratio_hwquant_over_ort": statistics.median(ratios["process"]),
                 "ratio_call_hwquant_over_ort": statistics.median(ratios["call"]),
                 "ratio_four_over_one": med["many"] / med["hwquant"],
+                "floor_s": med["floor"],
+                "floor_call_s": med["floor_call"],
+                "ratio_floor_over_ort": statistics.median(ratios["floor"]),
+                "ratio_call_floor_over_ort": statistics.median(ratios["floor_call"]),
             }
     head = ("model", "samples", "ort (s)", "hwquant (s)", "hw/ort", "ort call", "hw call", "hw/ort")
-    head += ("4 profiles (s)", "4/1")
-    print("{:<12} {:>7} {:>9} {:>12} {:>7} {:>9} {:>8} {:>7} {:>15} {:>6}".format(*head))
+    head += ("floor/ort", "call", "4 profiles (s)", "4/1")
+    print("{:<12} {:>7} {:>9} {:>12} {:>7} {:>9} {:>8} {:>7} {:>10} {:>6} {:>15} {:>6}".format(*head))
     for name, f in figures.items():
         row = (name, f["samples"], f["ort_s"], f["hwquant_s"], f["ratio_hwquant_over_ort"])
         row += (f["ort_call_s"], f["hwquant_call_s"], f["ratio_call_hwquant_over_ort"])
+        row += (f["ratio_floor_over_ort"], f["ratio_call_floor_over_ort"])
         row += (f["four_profiles_s"], f["ratio_four_over_one"])
-        print("{:<12} {:>7} {:>9.2f} {:>12.2f} {:>7.2f} {:>9.2f} {:>8.2f} {:>7.2f} {:>15.2f} {:>6.2f}".format(*row))
+        fmt = "{:<12} {:>7} {:>9.2f} {:>12.2f} {:>7.2f} {:>9.2f} {:>8.2f} {:>7.2f} {:>10.2f} {:>6.2f}"
+        print((fmt + " {:>15.2f} {:>6.2f}").format(*row))
     print("whole processes (interpreter, imports, the call; for hwquant its verification): hw/ort <= 0.7 (MinMax)")
     print("call: the quantize call alone, in the same processes (imports done); 4/1 <= 1.6 (whole processes)")
+    print("floor: plain float inference over the same samples, nothing else: no one-pass tool's ratio is lower here")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
 

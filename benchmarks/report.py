@@ -127,7 +127,9 @@ def markdown(results: dict) -> str:
         "(`VmHWM`) right after quantization. *ops quantized* counts Conv/ConvTranspose/MatMul/Gemm/LSTM/... nodes "
         "running on quantized inputs (subgraphs included). onnxruntime's outputs are checked with `hwquant.check` "
         "against the recipe "
-        "they claim (`ort-default`, or `ort-default-per-channel`).",
+        "they claim (`ort-default`, or `ort-default-per-channel`). *float inference (floor)* quantizes nothing: it "
+        "runs the float model over the same calibration samples once, in a default onnxruntime session, read the "
+        "same way; no tool that observes the activations over those samples can take less.",
         "",
     ]
     targets = results.get("targets") or []

