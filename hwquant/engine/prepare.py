@@ -75,13 +75,8 @@ class Prepared:
     notes: list[str] = field(default_factory=list)
     large: bool = False
     """Over :data:`MAX_PROTOBUF`: ``model`` cannot be serialised, pass ``path`` to whatever needs bytes (an
-    onnxruntime session, calibration); ``path`` keeps the weights in ``<name>.data`` beside it."""
-
-    def saved(self) -> Path:
-        """``path``, the prepared model written there on first use (a large model is written by prepare)."""
-        if not self.path.exists():
-            save_model(self.model, self.path)
-        return self.path
+    onnxruntime session, calibration); prepare wrote it there, the weights in ``<name>.data`` beside it.
+    Otherwise nothing is written at ``path``."""
 
 
 def load_model(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:

@@ -281,7 +281,8 @@ def quantize(
         cov = coverage(prepared.model, quantized, recipe.op_types)
         acc, n_eval = [], 0
         if eval_source is not None:
-            acc, n_eval = accuracy(session(prepared.saved(), providers), loaded, eval_source)
+            float_model = prepared.path if prepared.large else prepared.model.SerializeToString()
+            acc, n_eval = accuracy(session(float_model, providers), loaded, eval_source)
         del loaded
         timings["verify"] = time.perf_counter() - t
 

@@ -21,11 +21,11 @@ EVAL_BATCH = 16  # evaluation samples per onnxruntime run, when every input has 
 QUANT_COMPUTE_OPS = frozenset({"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm", "QAttention"})
 
 
-def session(path: Path, providers: Sequence[str] = ("CPUExecutionProvider",)) -> ort.InferenceSession:
-    """An onnxruntime session for ``path`` with onnxruntime's logging kept quiet."""
+def session(model: Path | bytes, providers: Sequence[str] = ("CPUExecutionProvider",)) -> ort.InferenceSession:
+    """An onnxruntime session for a model file or serialised model, with onnxruntime's logging kept quiet."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=list(providers))
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options, providers=list(providers))
 
 
 def check_loadable(path: Path, providers: Sequence[str] = ("CPUExecutionProvider",)) -> ort.InferenceSession:
@@ -94,7 +94,7 @@ def coverage(float_model: onnx.ModelProto, quant_model: onnx.ModelProto, op_type
 
 class _Accumulator:
     def __init__(self) -> None:
-        self.signal = self.noise = self.dot = self.norm_a = self.norm_b = 0.0
+        self.signal = self.noise = self.dot = self.norm_b = 0.0  # signal: the reference's squared norm
         self.max_abs = 0.0
         self.top1_same = self.top1_total = 0
 
@@ -102,11 +102,12 @@ class _Accumulator:
         a = ref.astype(np.float64).ravel()
         b = got.astype(np.float64).ravel()
         diff = a - b
-        self.signal += float(a @ a)
-        self.noise += float(diff @ diff)
-        self.dot += float(a @ b)
-        self.norm_a += float(a @ a)
-        self.norm_b += float(b @ b)
+        # einsum, not BLAS dot: BLAS starts its threads beside onnxruntime's (accuracy of the 4-layer test
+        # transformer on 2 CPUs: 0.07 s -> 0.03 s)
+        self.signal += float(np.einsum("i,i->", a, a))
+        self.noise += float(np.einsum("i,i->", diff, diff))
+        self.dot += float(np.einsum("i,i->", a, b))
+        self.norm_b += float(np.einsum("i,i->", b, b))
         if diff.size:
             self.max_abs = max(self.max_abs, float(np.abs(diff).max()))
         if ref.ndim == 2 and ref.shape[1] > 1:
@@ -120,8 +121,8 @@ class _Accumulator:
             sqnr = float("-inf")
         else:
             sqnr = 10 * np.log10(self.signal / self.noise)
-        denom = np.sqrt(self.norm_a * self.norm_b)
-        cosine = self.dot / denom if denom else (1.0 if self.norm_a == self.norm_b else 0.0)
+        denom = np.sqrt(self.signal * self.norm_b)
+        cosine = self.dot / denom if denom else (1.0 if self.signal == self.norm_b else 0.0)
         top1 = self.top1_same / self.top1_total if self.top1_total else None
         return OutputAccuracy(name, float(sqnr), float(cosine), self.max_abs, top1)
 
