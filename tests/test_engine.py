@@ -185,6 +185,23 @@ def test_already_quantized_input_is_refused(cnn_files, tmp_path):
         hwquant.quantize(tmp_path / "q.onnx", tmp_path / "qq.onnx", "ort-default", data[:8])
 
 
+def test_invalid_input_models_are_refused_naming_the_fault(cnn_files, tmp_path):
+    path, data = cnn_files
+    model = onnx.load(str(path))
+    unordered = onnx.ModelProto()
+    unordered.CopyFrom(model)
+    unordered.graph.node.reverse()  # nodes out of topological order: onnx.checker's verdict
+    onnx.save(unordered, tmp_path / "unordered.onnx")
+    with pytest.raises(ModelError, match=r"unordered\.onnx: not a valid ONNX model"):
+        hwquant.quantize(tmp_path / "unordered.onnx", tmp_path / "out.onnx", "ort-default", data[:4])
+    weight = max(model.graph.initializer, key=lambda i: len(i.raw_data))
+    weight.raw_data = weight.raw_data[:-4]  # checked on the weights themselves, not by onnx.checker's copy
+    onnx.save(model, tmp_path / "short.onnx")
+    with pytest.raises(ModelError, match=rf"short\.onnx: initializer '{weight.name}' holds \d+ bytes"):
+        hwquant.quantize(tmp_path / "short.onnx", tmp_path / "out.onnx", "ort-default", data[:4])
+    assert not (tmp_path / "out.onnx").exists()
+
+
 def test_input_untouched_nothing_beside_it_and_output_deterministic(tmp_path):
     src = tmp_path / "in"
     src.mkdir()
