@@ -9,8 +9,9 @@ nothing holds all of it. Figures:
 (a) plain float inference over N samples (a default onnxruntime session, one sample per run, session
     creation included) vs hwquant minmax calibration over the same samples, on this model and on
     bench_engine's 224x224 CNN (1.4M parameters; the issue's example model is of that kind). Calibration
-    reads every activation twice (ReduceMin, ReduceMax) and keeps each one materialised: on a model with
-    light compute and large activations that costs as much as the inference itself;
+    fetches every observed activation (each one materialised, out of the fused and NCHWc kernels) and
+    reduces it in numpy: on a model with light compute and large activations that costs as much as the
+    inference itself;
 (b) onnxruntime MinMaxCalibrater (augment, save, load, run, compute) vs hwquant minmax, on both models;
 (c) peak RSS (ru_maxrss of a fresh subprocess per run) for hwquant entropy/percentile with few vs many
     samples, onnxruntime Entropy/Percentile for contrast, and wall time hwquant/onnxruntime;

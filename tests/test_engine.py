@@ -87,7 +87,7 @@ def test_restricted_u8_cnn_matches_onnxruntime_exactly(cnn_files, tmp_path, monk
     ours = qdq_params(onnx.load(tmp_path / "hw.onnx"))
     assert ours.keys() == theirs.keys()
     assert ours == theirs
-    # At the default level (chosen per model; NCHWc Conv kernels where Conv compute dominates) the ranges may
+    # At the default level (ORT_ENABLE_ALL: NCHWc Conv kernels, other summation orders) the ranges may
     # move by float rounding: same zero points, scales equal to 1e-6.
     monkeypatch.undo()
     hwquant.quantize(path, tmp_path / "hw2.onnx", "restricted-u8", calib, eval_data=False)
