@@ -100,7 +100,8 @@ def table(rows: list[dict], model: str, ratio_title: str = "ratio vs ORT") -> li
     for r in rows:
         size = NA if not r.get("output_size") else f"{_mb(r['output_size'])} ({r.get('size_ratio', 0):.2f}x)"
         out.append(
-            f"| {r['label']} | {r['method']} | {_f(r.get('wall_s_median'))} | {_f(r.get('ratio_vs_ort'))} "
+            f"| {r['label']} | {NA if r['tool'] == 'float' else r['method']} | {_f(r.get('wall_s_median'))} "
+            f"| {_f(r.get('ratio_vs_ort'))} "
             f"| {_cpu(r)} | {_f(r.get('peak_rss_mb_median'), '.0f')} | {size} | {_coverage(r)} | {_check(r)} "
             f"| {_status(r)} | {_sqnr(r)} | {_task(r, model)} |"
         )
