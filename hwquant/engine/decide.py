@@ -206,7 +206,11 @@ def decide(
         axis = _weight_axis(profile, nodes.get(t.consumer or ""))
         if axis is not None and arr.ndim > axis:
             moved = np.moveaxis(arr, axis, 0).reshape(arr.shape[axis], -1)
-            channel_stats = [_constant_stats(ch, w_hist) for ch in moved]
+            if w_hist:
+                channel_stats = [_constant_stats(ch, w_hist) for ch in moved]
+            else:  # one pass over the weight, not one per channel
+                lows, highs = moved.min(axis=1).tolist(), moved.max(axis=1).tolist()
+                channel_stats = [TensorStats(lo, hi) for lo, hi in zip(lows, highs, strict=True)]
         else:
             axis, channel_stats = None, [_constant_stats(arr, w_hist)]
         qps, plugin = [], None
