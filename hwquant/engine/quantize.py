@@ -187,9 +187,10 @@ def quantize(
     ``calibration`` is calibration data (an iterable of ``{input: ndarray}`` dicts, an onnxruntime
     ``CalibrationDataReader``, or a path: ``.npz``, a folder of ``.npy``/``.npz``, onnxruntime's
     ``test_data_set_*`` layout, an image folder with ``image`` preprocessing), or a :class:`Calibration`
-    (or a saved one) from :func:`calibrate`. ``calibration_cache`` reuses a saved calibration when the file
-    exists and saves one there otherwise. Evaluation uses ``eval_data``, else a held-back slice of the
-    calibration data (``eval_data=False`` skips it).
+    (or a saved one) from :func:`calibrate`. Calibrating here observes only the activations onnxruntime will
+    quantize for this profile; ``calibration_cache`` reuses a saved calibration when the file exists and
+    otherwise saves one there that observes every float activation, so it serves any profile. Evaluation
+    uses ``eval_data``, else a held-back slice of the calibration data (``eval_data=False`` skips it).
 
     With ``verify`` (default) the output must pass ``onnx.checker``, load in onnxruntime, pass
     ``hwquant.check`` against the profile, and quantize at least one compute op; otherwise
