@@ -139,6 +139,25 @@ def test_batching_does_not_change_results(setup):
             np.testing.assert_array_equal(other.histograms[t][1], runs[0].histograms[t][1])
 
 
+@pytest.mark.parametrize("histograms", [False, True])
+def test_a_source_that_refills_one_buffer_gives_the_same_result(setup, histograms):
+    """onnxruntime runs a batch in a worker thread while the next sample is read: a data source that reuses
+    one array for every sample (as readers filling a preallocated buffer do) must not change the result."""
+    _, model, samples, _, tensors, _, _ = setup
+
+    def refilled():
+        buffers = {k: np.empty_like(v) for k, v in samples[0].items()}
+        for s in samples:
+            for k, v in s.items():
+                buffers[k][...] = v
+            yield buffers
+
+    for batch_size in (1, None):
+        want = calibrate(model, samples, tensors, histograms=histograms, batch_size=batch_size)
+        got = calibrate(model, refilled(), tensors, histograms=histograms, batch_size=batch_size)
+        assert got.ranges == want.ranges, batch_size
+
+
 def test_samples_of_different_shapes_are_not_concatenated():
     model = _prepared("transformer")
     rng = np.random.default_rng(0)

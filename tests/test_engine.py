@@ -195,10 +195,17 @@ def test_invalid_input_models_are_refused_naming_the_fault(cnn_files, tmp_path):
     with pytest.raises(ModelError, match=r"unordered\.onnx: not a valid ONNX model"):
         hwquant.quantize(tmp_path / "unordered.onnx", tmp_path / "out.onnx", "ort-default", data[:4])
     weight = max(model.graph.initializer, key=lambda i: len(i.raw_data))
+    values = numpy_helper.to_array(weight).ravel().tolist()
     weight.raw_data = weight.raw_data[:-4]  # checked on the weights themselves, not by onnx.checker's copy
     onnx.save(model, tmp_path / "short.onnx")
     with pytest.raises(ModelError, match=rf"short\.onnx: initializer '{weight.name}' holds \d+ bytes"):
         hwquant.quantize(tmp_path / "short.onnx", tmp_path / "out.onnx", "ort-default", data[:4])
+    typed = onnx.helper.make_tensor(weight.name, weight.data_type, list(weight.dims), values)
+    del typed.float_data[-1:]  # the same weight in a typed field, one value short
+    weight.CopyFrom(typed)
+    onnx.save(model, tmp_path / "typed.onnx")
+    with pytest.raises(ModelError, match=r"typed\.onnx: not a valid ONNX model: .*float_data size"):
+        hwquant.quantize(tmp_path / "typed.onnx", tmp_path / "out.onnx", "ort-default", data[:4])
     assert not (tmp_path / "out.onnx").exists()
 
 
@@ -254,6 +261,59 @@ def test_calibration_observes_only_what_onnxruntime_quantizes(which, cnn_files, 
     assert observed and len(observed) < len(qe.float_activations(prepared.model))
     if which == "cnn":  # Relu folded into its Conv: only the Relu output is observed
         assert relu_inputs and not relu_inputs & set(observed)
+
+
+def test_relu_output_left_float_is_observed_for_its_input(tmp_path):
+    """Conv -> Relu -> Exp with the Relu kept (symmetric int8) and its output left float: onnxruntime still
+    gives the Conv output the Relu output's range, so calibration observes the Relu output too, and the Conv
+    output's scale comes from the data (as from a full calibration), not from a placeholder."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["c"], ["r"]),
+            helper.make_node("Exp", ["r"], ["y"]),
+        ],
+        "conv_relu_exp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])],
+        [w],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), tmp_path / "m.onnx")
+    data = [{"x": (3 * rng.standard_normal((1, 3, 8, 8))).astype(np.float32)} for _ in range(8)]
+    (tmp_path / "p.toml").write_text(
+        'name = "relu-float"\nextends = "tensorrt-int8"\ndescription = "d"\nsource = "s"\n'
+        '[ops]\nfloat_outputs = ["Relu"]\n'
+    )
+    fresh = hwquant.quantize(tmp_path / "m.onnx", tmp_path / "a.onnx", tmp_path / "p.toml", data, eval_data=False)
+    full = hwquant.calibrate(tmp_path / "m.onnx", data)
+    hwquant.quantize(tmp_path / "m.onnx", tmp_path / "b.onnx", tmp_path / "p.toml", full, eval_data=False)
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+    conv = next(d for d in fresh.decisions if d.tensor == "c")
+    assert tuple(conv.range) == full.ranges["r"] != full.ranges["c"]  # onnxruntime's adjustment, real values
+
+
+def test_sources_that_refill_one_buffer(cnn_files, tmp_path):
+    """Calibration and evaluation data from a source that refills one array per sample (a reader with a
+    preallocated buffer) give the same model and the same accuracy as distinct arrays."""
+    path, data = cnn_files
+
+    def refilled(samples):
+        buffers = {k: np.empty_like(v) for k, v in samples[0].items()}
+        for s in samples:
+            for k, v in s.items():
+                buffers[k][...] = v
+            yield buffers
+
+    want = hwquant.quantize(path, tmp_path / "a.onnx", "ort-default", data[:12], eval_data=data[12:20])
+    got = hwquant.quantize(
+        path, tmp_path / "b.onnx", "ort-default", refilled(data[:12]), eval_data=refilled(data[12:20])
+    )
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+    assert got.accuracy == want.accuracy and got.samples == want.samples
 
 
 def test_calibration_cache_reused(cnn_files, tmp_path):

@@ -565,16 +565,18 @@ _SHAPE_DATA_ELEMENTS = 1024  # smaller initializers keep their values for shape 
 
 
 def without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``model`` for shape and type inference: large initializers become typed graph inputs, so
-    nothing big is copied or serialised (on a 2.3 GB model, inferring the full proto took 6 s; past 2 GB it
-    fails). Small initializers keep their values (Reshape targets)."""
+    """A copy of ``model`` for shape and type inference and onnx.checker: large initializers stored as raw
+    bytes (or as external data) become typed graph inputs, so nothing big is copied or serialised (on a
+    2.3 GB model, inferring the full proto took 6 s; past 2 GB it fails). Small initializers keep their
+    values (Reshape targets), and so do those stored in typed fields, which exporters use for small ones."""
     shell = onnx.ModelProto()
     copy_fields(model, shell, skip=("graph",))
     g, sg = model.graph, shell.graph
     copy_fields(g, sg, skip=("initializer",))
     inputs = {i.name for i in g.input}
     for init in g.initializer:
-        if math.prod(init.dims) < _SHAPE_DATA_ELEMENTS:
+        as_bytes = init.HasField("raw_data") or init.data_location == onnx.TensorProto.EXTERNAL
+        if math.prod(init.dims) < _SHAPE_DATA_ELEMENTS or not as_bytes:
             sg.initializer.append(init)
         elif init.name not in inputs:
             sg.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))

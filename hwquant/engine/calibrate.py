@@ -678,7 +678,9 @@ class _Inputs:
                 raise CalibrationError(
                     f"sample {index}: '{name}' is not an input of the model (inputs: {', '.join(self.all)})"
                 )
-            arr = np.asarray(value)
+            # a copy: samples wait in a batch, and run beside the reading of the next ones, while the source
+            # may refill the array it yielded (readers with a preallocated buffer do)
+            arr = np.array(value)
             want = self.dtypes[name]
             if want is not None and arr.dtype != want and arr.dtype.kind == "f" and np.dtype(want).kind == "f":
                 arr = arr.astype(want)
@@ -873,8 +875,9 @@ def calibrate(
     ``tensors`` are float tensors of the main graph: graph inputs and node outputs (an initializer is
     observed from its value). ``histograms=True`` collects histograms for minmax too (the ``mse`` policy
     uses them). ``batch_size=None`` picks the batch so that the observed tensors of one batch take about
-    ``memory_budget`` bytes (default: the fastest measured, 64 MiB for minmax, 32 MiB with histograms;
-    measured on the first sample), at most ``MAX_BATCH`` samples. ``num_quantized_bins`` is entropy's
+    ``memory_budget`` bytes (default ``BATCH_BYTES``, the fastest measured; the bytes of a sample are
+    measured on the first one), at most ``MAX_BATCH`` samples. Each sample is copied as it is read, so
+    ``data`` may refill the arrays it yielded. ``num_quantized_bins`` is entropy's
     number of levels. ``progress`` is called as ``progress(samples_done, total)`` after every batch;
     ``total`` defaults to ``len(data)`` when ``data`` has a length. ``fingerprint`` labels the result (by
     default :func:`model_fingerprint` of ``model``: a hash of every weight). See the module docstring for

@@ -36,9 +36,11 @@ Progress = Callable[[int, int | None], None]
 DEFAULT_HOLDOUT_FRACTION = 0.1  # of the calibration samples, at least 1 and at most MAX_HOLDOUT
 MAX_HOLDOUT = 16
 # The range onnxruntime's quantizer is given for a tensor that calibration did not observe because it will not
-# be quantized: the quantizer wants a range for every tensor it might quantize (Relu folding looks at both
-# sides), and uses none of these.
+# be quantized: the quantizer wants a range for every tensor it might quantize. Which tensors it quantizes does
+# not depend on the values; the one value it moves is a Relu/Clip output's range, onto the Relu/Clip input, and
+# observed_for observes those outputs.
 UNOBSERVED = (0.0, 1.0)
+_RANGE_TO_INPUT = ("Relu", "Clip")  # onnxruntime's BaseQuantizer.adjust_tensor_ranges
 
 
 def float_activations(model: onnx.ModelProto) -> list[str]:
@@ -53,11 +55,14 @@ def float_activations(model: onnx.ModelProto) -> list[str]:
 
 
 def observed_for(model: onnx.ModelProto, recipe: ort_quantizer.Recipe) -> list[str]:
-    """The activations onnxruntime's quantizer will quantize with ``recipe``: all a calibration for this
-    recipe has to observe. Which tensors it quantizes depends on which have ranges, not on their values."""
+    """What a calibration for ``recipe`` has to observe: the activations onnxruntime's quantizer will
+    quantize, and the outputs of the Relu/Clip nodes they feed (onnxruntime gives a Relu/Clip input its
+    output's range, whether that output is quantized or not)."""
     names = float_activations(model)
     planned = ort_quantizer.plan(model, dict.fromkeys(names, UNOBSERVED), recipe).tensors
-    return [n for n in names if n in planned and not planned[n].constant]
+    wanted = {n for n in names if n in planned and not planned[n].constant}
+    wanted |= {n.output[0] for n in model.graph.node if n.op_type in _RANGE_TO_INPUT and n.input[0] in wanted}
+    return [n for n in names if n in wanted]
 
 
 def recipe_for(profile: Profile, nodes_to_exclude: Sequence[str] = ()) -> ort_quantizer.Recipe:
@@ -255,7 +260,8 @@ def quantize(
         plan = ort_quantizer.plan(prepared.model, ranges, recipe)
         for name, planned in plan.tensors.items():
             if not planned.constant and name not in calib.ranges:
-                raise HwquantError(f"onnxruntime plans to quantize '{name}', which calibration did not observe")
+                why = "was empty on every calibration sample" if name in observed else "was not observed"
+                raise HwquantError(f"onnxruntime plans to quantize '{name}', which {why}")
         tensors = {
             n: Tensor(p.name, p.role, p.constant, p.consumer, p.consumer_op, p.shares) for n, p in plan.tensors.items()
         }

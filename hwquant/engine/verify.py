@@ -158,6 +158,6 @@ def _batches(samples: Iterable[dict[str, np.ndarray]], size: int) -> Iterable[tu
     for feed in samples:
         if pending and (len(pending) == size or any(v.shape != pending[0][k].shape for k, v in feed.items())):
             yield flush()
-        pending.append(feed)
+        pending.append({k: np.array(v) for k, v in feed.items()})  # a copy: the source may refill its arrays
     if pending:
         yield flush()
