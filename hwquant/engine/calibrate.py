@@ -14,10 +14,11 @@ Design (measured with ``benchmarks/bench_calibration.py``):
   batches in flight at most. The session runs at ``ORT_ENABLE_ALL``: observed tensors cannot be fused
   away, but the kernels (NCHWc convolutions) are faster. Ranges are then within a few float32 ulps of
   onnxruntime's ``MinMaxCalibrater``, which disables every optimization; ``OPT_LEVEL`` forces a level
-  (tests use ``ORT_DISABLE_ALL`` for bit-identical parity). Measured (``benchmarks/bench_calibration.py``
-  and the real models of ``benchmarks/run.py``), this beat appending ``ReduceMin``/``ReduceMax`` nodes to
-  the graph (numpy's min/max read a tensor about twice as fast as the two reductions) on every model:
-  224x224 CNN 0.93 -> 0.80 s, PP-LCNet 0.59 -> 0.55 s, DBNet 2.40 -> 2.04 s, silero 0.27 -> 0.21 s.
+  (tests use ``ORT_DISABLE_ALL`` for bit-identical parity). Against appending ``ReduceMin``/``ReduceMax``
+  nodes to the graph (numpy's min/max read a tensor about twice as fast as the two reductions), measured
+  in one process, interleaved, best of 3: 224x224 CNN 0.93 -> 0.80 s, PP-LCNet 0.59 -> 0.55 s, DBNet
+  2.40 -> 2.04 s, silero 0.27 -> 0.21 s; in fresh processes DBNet 2.2-3.2 -> 2.0-2.2 s and the others
+  within the noise. It is also the histogram path, so there is one way to run calibration.
 * **minmax** keeps the min and max of every observed tensor. Tensors whose range follows exactly from
   another observed tensor's are not fetched at all: Identity/Reshape/Flatten/Squeeze/Unsqueeze/
   Transpose/DepthToSpace/SpaceToDepth outputs have their input's range, ``Relu(x)`` has
