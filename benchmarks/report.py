@@ -130,8 +130,9 @@ def markdown(results: dict) -> str:
         "against the recipe "
         "they claim (`ort-default`, or `ort-default-per-channel`). *float inference (floor)* quantizes nothing: it "
         "runs the float model over the same calibration samples once, in a default onnxruntime session, read the "
-        "same way, one sample per run (faster than batches of 16 on these models); a tool that observes the "
-        "activations runs at least that inference and pays for observing on top.",
+        "same way, one sample per run (batches of 16 measured slower on the detector and the orientation "
+        "classifier); a tool that observes the activations runs at least that inference and pays for observing "
+        "on top.",
         "",
     ]
     targets = results.get("targets") or []

