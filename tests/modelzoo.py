@@ -231,3 +231,13 @@ def sample_inputs(model: onnx.ModelProto, count: int, seed: int = 1, batch: int 
             feed[vi.name] = rng.standard_normal(dims).astype(np.float32)
         samples.append(feed)
     return samples
+
+
+def refilled(samples: list[dict[str, np.ndarray]]):
+    """Yield ``samples`` through one reused set of arrays, refilled for every sample, as a reader with a
+    preallocated buffer does."""
+    buffers = {k: np.empty_like(v) for k, v in samples[0].items()}
+    for s in samples:
+        for k, v in s.items():
+            buffers[k][...] = v
+        yield buffers

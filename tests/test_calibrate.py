@@ -145,16 +145,9 @@ def test_a_source_that_refills_one_buffer_gives_the_same_result(setup, histogram
     one array for every sample (as readers filling a preallocated buffer do) must not change the result."""
     _, model, samples, _, tensors, _, _ = setup
 
-    def refilled():
-        buffers = {k: np.empty_like(v) for k, v in samples[0].items()}
-        for s in samples:
-            for k, v in s.items():
-                buffers[k][...] = v
-            yield buffers
-
     for batch_size in (1, None):
         want = calibrate(model, samples, tensors, histograms=histograms, batch_size=batch_size)
-        got = calibrate(model, refilled(), tensors, histograms=histograms, batch_size=batch_size)
+        got = calibrate(model, modelzoo.refilled(samples), tensors, histograms=histograms, batch_size=batch_size)
         assert got.ranges == want.ranges, batch_size
 
 

@@ -301,16 +301,9 @@ def test_sources_that_refill_one_buffer(cnn_files, tmp_path):
     preallocated buffer) give the same model and the same accuracy as distinct arrays."""
     path, data = cnn_files
 
-    def refilled(samples):
-        buffers = {k: np.empty_like(v) for k, v in samples[0].items()}
-        for s in samples:
-            for k, v in s.items():
-                buffers[k][...] = v
-            yield buffers
-
     want = hwquant.quantize(path, tmp_path / "a.onnx", "ort-default", data[:12], eval_data=data[12:20])
     got = hwquant.quantize(
-        path, tmp_path / "b.onnx", "ort-default", refilled(data[:12]), eval_data=refilled(data[12:20])
+        path, tmp_path / "b.onnx", "ort-default", mz.refilled(data[:12]), eval_data=mz.refilled(data[12:20])
     )
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
     assert got.accuracy == want.accuracy and got.samples == want.samples
