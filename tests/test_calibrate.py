@@ -140,6 +140,29 @@ def test_batching_does_not_change_results(setup):
 
 
 @pytest.mark.parametrize("histograms", [False, True])
+def test_concurrent_runs_do_not_change_results(setup, histograms, monkeypatch):
+    """Batches run one per CPU at once and finish in any order: the statistics are those of one run at a
+    time, whatever the number of CPUs, and the failing batch is still named in order."""
+    _, model, samples, _, tensors, _, _ = setup
+    runs = []
+    for cpus in (1, 2, 5):
+        monkeypatch.setattr(calibrate_mod, "_cpus", lambda cpus=cpus: cpus)
+        calls = []
+        runs.append(calibrate(model, samples, tensors, histograms=histograms, batch_size=3,
+                              progress=lambda n, t, calls=calls: calls.append(n)))  # fmt: skip
+        assert calls == sorted(calls) and calls[-1] == len(samples)
+    for other in runs[1:]:
+        assert other.ranges == runs[0].ranges
+        for t in other.histograms:
+            np.testing.assert_array_equal(other.histograms[t][0], runs[0].histograms[t][0])
+    bad = [dict(s) for s in samples]
+    name = next(iter(bad[7]))
+    bad[7][name] = np.full_like(bad[7][name], 3e38)  # overflows to Inf inside the model
+    with pytest.raises(CalibrationError, match=r"on samples 6-8 "):
+        calibrate(model, bad, tensors, batch_size=3)
+
+
+@pytest.mark.parametrize("histograms", [False, True])
 def test_a_source_that_refills_one_buffer_gives_the_same_result(setup, histograms):
     """onnxruntime runs a batch in a worker thread while the next sample is read: a data source that reuses
     one array for every sample (as readers filling a preallocated buffer do) must not change the result."""

