@@ -203,13 +203,14 @@ def test_failing_batched_run_falls_back_to_single_samples():
     assert cal.ranges == {"r": (-3.0, 3.0), "y": (0.0, 3.0)}
 
 
-def test_streams_without_holding_samples():
+def test_streams_without_holding_samples(monkeypatch):
+    monkeypatch.setattr(calibrate_mod, "_cpus", lambda: 3)  # histograms: 2 workers, and this thread bins
     model = _prepared("cnn")
     made, done = [0], [0]
     in_flight = []
 
     def gen():
-        for s in modelzoo.sample_inputs(model, 20):
+        for s in modelzoo.sample_inputs(model, 60):
             made[0] += 1
             in_flight.append(made[0] - done[0])
             yield s
@@ -218,8 +219,9 @@ def test_streams_without_holding_samples():
         done[0] = n
 
     calibrate(model, gen(), ["c1", "r1"], method="percentile", batch_size=3, progress=progress)
-    # the batch being filled + the one onnxruntime is running (its predecessor is binned before the next yield)
-    assert made[0] == 20 and max(in_flight) <= 2 * 3 + 1
+    # per worker a batch running, one batch queued, the batch being filled, and the sample just read:
+    # bounded, however many samples there are
+    assert made[0] == 60 and max(in_flight) <= (2 + 1 + 1) * 3 + 1
 
 
 @pytest.mark.parametrize("histograms", [False, True])
