@@ -15,6 +15,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 
 import hwquant
 import hwquant.engine.calibrate as calibrate_mod
+import hwquant.engine.prepare as prepare_mod
 import hwquant.engine.quantize as qe
 from hwquant.errors import CalibrationError, ModelError, PolicyError, VerificationError
 from hwquant.plugins import registry as registry_mod
@@ -317,6 +318,21 @@ def test_calibration_cache_reused(cnn_files, tmp_path):
     second = hwquant.quantize(path, tmp_path / "b.onnx", "ort-default", None, calibration_cache=cache)
     assert first.samples["calibration"] == second.samples["calibration"]
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+    other = tmp_path / "other.onnx"
+    onnx.save(mz.cnn(seed=3), other)
+    with pytest.raises(CalibrationError, match="made on a different model"):
+        hwquant.quantize(other, tmp_path / "c.onnx", "ort-default", None, calibration_cache=cache)
+
+
+def test_the_model_is_hashed_only_for_a_calibration_saved_or_loaded(cnn_files, tmp_path, monkeypatch):
+    path, data = cnn_files
+    hashed = []
+    real = prepare_mod.model_fingerprint
+    monkeypatch.setattr(prepare_mod, "model_fingerprint", lambda m: hashed.append(1) or real(m))
+    hwquant.quantize(path, tmp_path / "a.onnx", "ort-default", data[:8])
+    assert not hashed
+    hwquant.quantize(path, tmp_path / "b.onnx", "ort-default", data[:8], calibration_cache=tmp_path / "c.hwqcal.npz")
+    assert hashed
 
 
 def test_qoperator_format(cnn_files, tmp_path):

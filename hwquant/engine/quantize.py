@@ -183,7 +183,8 @@ def _calibrate(
         providers=providers,
         progress=progress,
         total=source.count,
-        fingerprint=prepared.fingerprint,  # of the input model: hashed once, in prepare
+        # of the input model, hashed once in prepare; not hashed when this calibration is neither saved nor loaded
+        fingerprint=prepared.fingerprint or "not hashed",
     )
 
 
@@ -251,7 +252,9 @@ def quantize(
     with tempfile.TemporaryDirectory(prefix="hwquant-") as tmp_name:
         tmp = Path(tmp_name)
         t = time.perf_counter()
-        prepared = prepare(model, tmp, per_channel=bool(prof.weights.per_channel))
+        saved = isinstance(calibration, (str, Path)) and Calibration.is_calibration_file(calibration)
+        reuse = isinstance(calibration, Calibration) or saved or calibration_cache is not None
+        prepared = prepare(model, tmp, per_channel=bool(prof.weights.per_channel), fingerprint=reuse)
         timings["prepare"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -262,7 +265,6 @@ def quantize(
         observed = float_activations(prepared.model)
         want_hist = needs_histogram(reg.get_policy(prof.activations.policy))
         cached = calibration_cache is not None and Path(calibration_cache).is_file()
-        saved = isinstance(calibration, (str, Path)) and Calibration.is_calibration_file(calibration)
         if isinstance(calibration, Calibration) or saved or cached:
             calib = _load_calibration(calibration_cache if cached else calibration, prepared)
             if eval_data not in (None, False):
