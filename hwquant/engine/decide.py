@@ -74,7 +74,7 @@ def needs_histogram(policy: Callable) -> bool:
 
 
 def _constant_stats(arr: np.ndarray, histogram: bool) -> TensorStats:
-    flat = arr.astype(np.float32).ravel()
+    flat = arr.astype(np.float32, copy=False).ravel()
     lo, hi = float(flat.min()), float(flat.max())
     if not histogram:
         return TensorStats(lo, hi)
@@ -202,7 +202,7 @@ def decide(
     for t in tensors.values():
         if t.role != "weight":
             continue
-        arr = numpy_helper.to_array(inits[t.name]).astype(np.float32)
+        arr = numpy_helper.to_array(inits[t.name]).astype(np.float32, copy=False)
         axis = _weight_axis(profile, nodes.get(t.consumer or ""))
         if axis is not None and arr.ndim > axis:
             moved = np.moveaxis(arr, axis, 0).reshape(arr.shape[axis], -1)
