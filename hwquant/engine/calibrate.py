@@ -87,6 +87,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from hwquant.engine.fold import batchnorm_affine
 from hwquant.errors import CalibrationError
 from hwquant.policies.base import TensorStats
 
@@ -612,26 +613,16 @@ def _derivations(
 
 
 def _batchnorm_affines(model: onnx.ModelProto) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per inference BatchNormalization output ``y = a * x + b``: ``(a, b)`` per channel (axis 1), float32.
-    Only for parameters that are 1-D initializers no caller can override."""
+    """Per inference BatchNormalization output ``y = a * x + b``: ``(a, b)`` per channel (axis 1), float32,
+    for parameters no caller can override."""
     g = model.graph
     overridable = {i.name for i in g.input}
     inits = {i.name: i for i in g.initializer if i.name not in overridable}
     out = {}
     for node in g.node:
-        if node.op_type != "BatchNormalization" or node.domain not in ("", "ai.onnx") or len(node.input) != 5:
-            continue
-        attrs = {a.name: a for a in node.attribute}
-        if any(node.output[1:]) or ("training_mode" in attrs and attrs["training_mode"].i):
-            continue
-        if "spatial" in attrs and not attrs["spatial"].i:  # opset < 9: per-element parameters
-            continue
-        if not all(p in inits and len(inits[p].dims) == 1 for p in node.input[1:5]):
-            continue
-        scale, bias, mean, var = (numpy_helper.to_array(inits[p]).astype(np.float64) for p in node.input[1:5])
-        eps = attrs["epsilon"].f if "epsilon" in attrs else 1e-5
-        a = scale / np.sqrt(var + eps)
-        out[node.output[0]] = (a.astype(np.float32), (bias - mean * a).astype(np.float32))
+        affine = batchnorm_affine(node, inits) if node.op_type == "BatchNormalization" else None
+        if affine is not None:
+            out[node.output[0]] = (affine[0].astype(np.float32), affine[1].astype(np.float32))
     return out
 
 

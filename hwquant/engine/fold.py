@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 
 import numpy as np
 import onnx
@@ -78,10 +78,12 @@ def fold_batch_norms(model: onnx.ModelProto, keep: Collection[str] = ()) -> int:
     folded: list[onnx.NodeProto] = []
     detached: set[str] = set()
     for bn in graph.node:
-        conv = producer.get(bn.input[0]) if bn.input else None
-        if bn.name in keep or not _foldable(bn, conv, inits, reads):
+        if bn.op_type != "BatchNormalization" or bn.name in keep:
             continue
-        weight, bias = _folded_params(conv, bn, inits)
+        conv, affine = producer.get(bn.input[0]) if bn.input else None, batchnorm_affine(bn, inits)
+        if not _foldable(conv, affine, inits, reads):
+            continue
+        weight, bias = _folded_params(conv, affine, inits)
         names = []
         for stem, value in ((conv.input[1], weight), (f"{bn.output[0]}_bias", bias)):
             name = _unique(f"{stem}_bn_folded", taken)
@@ -111,34 +113,45 @@ def fold_batch_norms(model: onnx.ModelProto, keep: Collection[str] = ()) -> int:
     return len(folded)
 
 
-def _foldable(bn: onnx.NodeProto, conv: onnx.NodeProto | None, inits: dict, reads: Counter) -> bool:
+def batchnorm_affine(bn: onnx.NodeProto, inits: Mapping[str, onnx.TensorProto]) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(a, b)`` per channel (float64) with ``y = a * x + b``, for an inference ``BatchNormalization`` whose
+    four parameters are 1-D initializers in ``inits``; None for any other node."""
     if bn.op_type != "BatchNormalization" or bn.domain not in _DEFAULT_DOMAINS or len(bn.input) != 5:
-        return False
-    if conv is None or conv.op_type != "Conv" or conv.domain not in _DEFAULT_DOMAINS or len(conv.input) < 2:
-        return False
+        return None
+    attrs = {a.name: a for a in bn.attribute}
     if not bn.output or not bn.output[0] or any(bn.output[1:]):  # training outputs asked for
+        return None
+    if ("training_mode" in attrs and attrs["training_mode"].i) or ("spatial" in attrs and not attrs["spatial"].i):
+        return None  # spatial = 0 (opset < 9): parameters per element, not per channel
+    if not all(p in inits and len(inits[p].dims) == 1 for p in bn.input[1:5]):
+        return None
+    scale, beta, mean, var = (numpy_helper.to_array(inits[p]).astype(np.float64) for p in bn.input[1:5])
+    a = scale / np.sqrt(var + (attrs["epsilon"].f if "epsilon" in attrs else 1e-5))
+    return a, beta - mean * a
+
+
+def _foldable(conv: onnx.NodeProto | None, affine, inits: Mapping, reads: Counter) -> bool:
+    if affine is None or conv is None or conv.op_type != "Conv" or conv.domain not in _DEFAULT_DOMAINS:
         return False
-    if any(a.name == "training_mode" and a.i for a in bn.attribute) or reads[bn.input[0]] != 1:
+    if len(conv.input) < 2 or not conv.input[1] or reads[conv.output[0]] != 1:
         return False
-    params = [*bn.input[1:5], conv.input[1], *(conv.input[2:3] if len(conv.input) > 2 else [])]
-    if not all(p in inits for p in params if p) or not conv.input[1]:
+    params = [conv.input[1], *(p for p in conv.input[2:3] if p)]
+    if not all(p in inits for p in params):
         return False
     weight = inits[conv.input[1]]
     if onnx.helper.tensor_dtype_to_np_dtype(weight.data_type) not in _FLOAT_DTYPES or not weight.dims:
         return False
     channels = weight.dims[0]
-    return all(list(inits[p].dims) == [channels] for p in params if p and p != conv.input[1])
+    return affine[0].shape == (channels,) and all(list(inits[p].dims) == [channels] for p in params[1:])
 
 
-def _folded_params(conv: onnx.NodeProto, bn: onnx.NodeProto, inits: dict) -> tuple[np.ndarray, np.ndarray]:
+def _folded_params(conv: onnx.NodeProto, affine, inits: Mapping) -> tuple[np.ndarray, np.ndarray]:
+    a, b = affine
     w = numpy_helper.to_array(inits[conv.input[1]])
-    scale, beta, mean, var = (numpy_helper.to_array(inits[p]).astype(np.float64) for p in bn.input[1:5])
-    epsilon = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
-    s = scale / np.sqrt(var + epsilon)
     has_bias = len(conv.input) > 2 and conv.input[2]
-    b = numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64) if has_bias else np.zeros_like(s)
-    weight = (w.astype(np.float64) * s.reshape(-1, *[1] * (w.ndim - 1))).astype(w.dtype)
-    return weight, ((b - mean) * s + beta).astype(w.dtype)
+    bias = numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64) if has_bias else np.zeros_like(a)
+    weight = (w.astype(np.float64) * a.reshape(-1, *[1] * (w.ndim - 1))).astype(w.dtype)
+    return weight, (bias * a + b).astype(w.dtype)
 
 
 def _unique(name: str, taken: set[str]) -> str:
