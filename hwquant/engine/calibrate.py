@@ -586,7 +586,7 @@ def _elem_type(types: dict[str, onnx.TypeProto], name: str) -> int | None:
 
 
 def _derivations(
-    model: onnx.ModelProto, requested: Sequence[str], histograms: bool, affines: Mapping[str, Any] = {}
+    model: onnx.ModelProto, requested: Sequence[str], histograms: bool, affines: Mapping[str, Any]
 ) -> dict[str, tuple[str, list[str]]]:
     """Requested tensors whose range (and histogram, with ``histograms``) follows from other requested
     tensors': ``same`` values, ``union`` (Concat), ``relu`` (ranges only), exactly; ``affine``
@@ -758,7 +758,15 @@ class _Collector:
         if mx > self.hi[t]:
             self.hi[t] = mx
 
-    def update(self, t: str, x: np.ndarray | None, mn: float, mx: float, where: str, channels=None) -> None:
+    def update(
+        self,
+        t: str,
+        x: np.ndarray | None,
+        mn: float,
+        mx: float,
+        where: str,
+        channels: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
         """Merge one batch of ``t``: its min/max, its values (float32, 1-D) into the histogram, and its
         per-channel ``(mins, maxs)``."""
         self.update_range(t, mn, mx, where)
