@@ -13,6 +13,7 @@ from onnx import helper, numpy_helper
 
 import hwquant
 import hwquant.engine.calibrate as calibrate_mod
+from hwquant.engine import derive
 from hwquant.engine.fold import fold_batch_norms
 
 
@@ -133,10 +134,9 @@ def test_batchnorm_outputs_derived_from_per_channel_ranges(bn_files):
     names = ["c1", "b1", "c2", "b2", "h2", "c3", "y"]
     derived = calibrate_mod.calibrate(model, data, names)
     measured = {t: calibrate_mod.calibrate(model, data, [t]).ranges[t] for t in ("b1", "b2", "y")}
-    affines = calibrate_mod._batchnorm_affines(model)
-    plan = calibrate_mod._derivations(model, names, False, affines)
-    assert {t: kind for t, (kind, _) in plan.items()} == dict.fromkeys(measured, "affine")
+    plan = derive.derivations(model, names, False)
+    assert {t: d.kind for t, d in plan.items()} == {**dict.fromkeys(measured, "affine"), "h2": "map"}
     for t, (lo, hi) in measured.items():
         np.testing.assert_allclose(derived.ranges[t], (lo, hi), rtol=1e-6, atol=1e-6 * (hi - lo), err_msg=t)
-    # with histograms (entropy, percentile, mse) nothing is derived: every output is measured
-    assert not calibrate_mod._derivations(model, names, True, affines)
+    # with histograms (entropy, percentile, mse) none of these is derived: every output is measured
+    assert not derive.derivations(model, names, True)
