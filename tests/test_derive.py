@@ -55,6 +55,7 @@ MONOTONE = {
     "hardsigmoid-decreasing": ("HardSigmoid", {"alpha": -0.2}, (), (), 17),
     "sigmoid": ("Sigmoid", {}, (), (), 17),
     "tanh": ("Tanh", {}, (), (), 17),
+    "erf": ("Erf", {}, (), (), 17),
 }
 
 
@@ -112,6 +113,7 @@ FUNCTIONS = [
     ("HardSwish", {}),
     ("Sigmoid", {}),
     ("Tanh", {}),
+    ("Erf", {}),
     ("Clip", {"min": -2.0, "max": 3.0}),
 ]
 
@@ -191,3 +193,31 @@ def test_arithmetic_that_is_not_a_function_of_one_tensor_is_measured():
     assert "y" not in plan("Add", np.ones(4, np.float32), x_shape=(2, 5, 1))  # broadcasts a to 4 channels
     assert "y" not in plan("Add", np.ones((3, 1, 1, 1), np.float32))  # ... or to a fourth axis
     assert "y" not in plan("Add", np.array(1, np.int64).astype(np.float32) * np.nan)  # not finite
+
+
+def test_a_tensor_is_derived_through_an_intermediate_nobody_observes():
+    """HardSwish as Paddle exports it, ``x * Clip(x + 3, 0, 6) / 6``: the Clip output is derived from
+    ``x`` through ``x + 3``, which is not observed."""
+    nodes = [
+        helper.make_node("Mul", ["x", "three"], ["a"]),
+        helper.make_node("Add", ["a", "three"], ["p"]),
+        helper.make_node("Clip", ["p", "zero", "six"], ["c"]),
+        helper.make_node("Mul", ["a", "c"], ["m"]),
+        helper.make_node("Div", ["m", "six"], ["y"]),
+    ]
+    consts = [_scalar("three", 3.0), _scalar("zero", 0.0), _scalar("six", 6.0)]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, SHAPE)],
+        consts,
+    )
+    model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    plan = derive.derivations(model, ["a", "c", "m", "y"], False)
+    assert {t: d.kind for t, d in plan.items()} == {"p": "map", "c": "map", "y": "map"}  # m is a product
+    data = _samples()
+    cal = calibrate(model, data, ["a", "c", "m", "y"])
+    assert set(cal.ranges) == {"a", "c", "m", "y"}  # the intermediate is not reported
+    for t in ("c", "y"):
+        np.testing.assert_allclose(cal.ranges[t], calibrate(model, data, [t]).ranges[t], rtol=1e-6, err_msg=t)

@@ -135,7 +135,7 @@ def test_batchnorm_outputs_derived_from_per_channel_ranges(bn_files):
     derived = calibrate_mod.calibrate(model, data, names)
     measured = {t: calibrate_mod.calibrate(model, data, [t]).ranges[t] for t in ("b1", "b2", "y")}
     plan = derive.derivations(model, names, False)
-    assert {t: d.kind for t, d in plan.items()} == {**dict.fromkeys(measured, "affine"), "h2": "map"}
+    assert {t: d.kind for t, d in plan.items() if t in names} == {**dict.fromkeys(measured, "affine"), "h2": "map"}
     for t, (lo, hi) in measured.items():
         np.testing.assert_allclose(derived.ranges[t], (lo, hi), rtol=1e-6, atol=1e-6 * (hi - lo), err_msg=t)
     # with histograms (entropy, percentile, mse) none of these is derived: every output is measured

@@ -986,11 +986,14 @@ def calibrate(
             ranges[t] = map_range(d, *ranges[sources[0]])
         else:
             ranges[t] = (min(ranges[s][0] for s in sources), max(ranges[s][1] for s in sources))
+        if not (math.isfinite(ranges[t][0]) and math.isfinite(ranges[t][1])):
+            raise CalibrationError(f"tensor '{t}' has NaN or Inf values (from '{sources[0]}': float overflow?)")
         if col.hists and d.kind == "same":
             col.hists[t] = col.hists[sources[0]]
         elif col.hists:  # union
             for s in sources:
                 col.hists[t].merge(col.hists[s])
+    ranges = {t: ranges[t] for t in requested if t in ranges}  # intermediates served their purpose
     hists = {t: col.hists[t].result() for t in ranges if t in col.hists}
     params: dict[str, Any] = {"num_bins": num_bins} if collect_hist else {}
     thresholds = {}

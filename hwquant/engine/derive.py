@@ -8,7 +8,7 @@ follows from its source's, exactly or to float rounding:
   their input's values (their histograms too);
 * ``union``: Concat's values are its inputs' (histograms merge);
 * ``map``: an elementwise function ``f`` of one observed tensor (Relu, LeakyRelu, Clip, HardSigmoid,
-  HardSwish, Sigmoid, Tanh, and Add/Sub/Mul/Div with a scalar constant) has the range of ``f`` over its
+  HardSwish, Sigmoid, Tanh, Erf, and Add/Sub/Mul/Div with a scalar constant) has the range of ``f`` over its
   input's ``[min, max]``. Those functions are monotone, except HardSwish (and LeakyRelu with a negative
   slope) which turn once: ``f`` at the two ends is the data's range exactly (both ends are values of the
   data); where the input's range spans the turning point, the bound there is the function's extreme, which
@@ -134,6 +134,8 @@ def elementwise(node: onnx.NodeProto, consts: Mapping[str, np.ndarray]) -> tuple
         return (lambda x: f32(1) / (f32(1) + np.exp(-x))), ()
     if op == "Tanh":
         return np.tanh, ()
+    if op == "Erf":
+        return np.vectorize(math.erf, otypes=[np.float32]), ()
     return None
 
 
@@ -195,24 +197,30 @@ def _shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
 
 
 def derivations(model: onnx.ModelProto, requested: Sequence[str], histograms: bool) -> dict[str, Derivation]:
-    """Requested tensors whose range (and histogram, with ``histograms``: ``same`` and ``union`` only)
-    follows from other requested tensors', in topological order. Initializers are never sources: they are
-    observed once, not once per sample. Only parameters no caller can override count (initializers that are
-    not graph inputs)."""
+    """Tensors whose range (and histogram, with ``histograms``: ``same`` and ``union`` only) follows from
+    requested tensors', in topological order: requested ones, and (without histograms) intermediates that
+    are a ``same`` or ``map`` of a known tensor, so that a requested tensor after them is derived too (in
+    ``HardSwish = x * Clip(x + 3, 0, 6) / 6`` the Clip output, from ``x``). Initializers are never
+    sources: they are observed once, not once per sample. Only parameters no caller can override count
+    (initializers that are not graph inputs)."""
     g = model.graph
     wanted = set(requested) - {i.name for i in g.initializer}
     consts = _Constants(model)
     shapes = _shapes(model)
     derived: dict[str, Derivation] = {}
+    known = set(wanted)  # measured or derived
     for node in g.node:  # topological order
-        if node.domain not in ("", "ai.onnx") or len(node.output) != 1 or node.output[0] not in wanted:
+        if node.domain not in ("", "ai.onnx") or len(node.output) != 1 or not node.input or not node.input[0]:
+            continue
+        out = node.output[0]
+        if out not in wanted and (histograms or node.input[0] not in known):
             continue
         d = None
         if node.op_type in SAME_VALUES:
-            d = Derivation("same", [node.input[0]] if node.input and node.input[0] else [])
+            d = Derivation("same", [node.input[0]])
         elif node.op_type == "Concat":
             d = Derivation("union", [i for i in node.input if i])
-        elif histograms or not node.input or not node.input[0]:
+        elif histograms:
             continue
         elif node.op_type == "BatchNormalization":
             d = _batchnorm(node, consts.protos)
@@ -220,8 +228,14 @@ def derivations(model: onnx.ModelProto, requested: Sequence[str], histograms: bo
             d = _arithmetic(node, consts, shapes)
         elif (fn := elementwise(node, consts)) is not None:
             d = Derivation("map", [node.input[0]], *fn)
-        if d is not None and d.sources and all(s in wanted for s in d.sources):
-            derived[node.output[0]] = d
+        if d is None or not all(s in known for s in d.sources):
+            continue
+        if out not in wanted and d.kind not in ("same", "map"):
+            continue  # an intermediate: only what needs no per-channel or per-input bookkeeping
+        if d.kind == "affine" and d.sources[0] in derived:
+            continue  # per-channel ranges are measured
+        derived[out] = d
+        known.add(out)
     return derived
 
 
