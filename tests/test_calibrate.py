@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import time
 import zipfile
 from pathlib import Path
 
@@ -174,6 +175,34 @@ def test_a_source_that_refills_one_buffer_gives_the_same_result(setup, histogram
         assert got.ranges == want.ranges, batch_size
 
 
+def test_samples_are_read_while_the_session_is_built(setup, monkeypatch):
+    """The main thread reads and checks samples while onnxruntime builds the session (at most
+    READ_AHEAD of them); the result is the same, from a refilled buffer too, and errors name the sample."""
+    _, model, samples, _, tensors, _, _ = setup
+    want = calibrate(model, samples, tensors, batch_size=1)
+    build, read, at_build = calibrate_mod._session, [], []
+
+    def slow_build(*args, **kwargs):  # a slow session: the real one, later
+        time.sleep(0.3)
+        at_build.append(len(read))
+        return build(*args, **kwargs)
+
+    def source(items):
+        for i, s in enumerate(modelzoo.refilled(items)):
+            read.append(i)
+            yield s
+
+    monkeypatch.setattr(calibrate_mod, "_session", slow_build)
+    monkeypatch.setattr(calibrate_mod, "READ_AHEAD", 5)
+    got = calibrate(model, source(samples), tensors, batch_size=1)
+    assert got.ranges == want.ranges
+    assert at_build == [5] and len(read) == len(samples)  # 5 read (the first and 4 ahead) while it was built
+    bad = [dict(s) for s in samples]
+    bad[3] = {k: v[..., :1] for k, v in bad[3].items()}
+    with pytest.raises(CalibrationError, match=r"sample 3\b"):
+        calibrate(model, bad, tensors, batch_size=1)
+
+
 def test_samples_of_different_shapes_are_not_concatenated():
     model = _prepared("transformer")
     rng = np.random.default_rng(0)
@@ -218,10 +247,11 @@ def test_streams_without_holding_samples(monkeypatch):
     def progress(n, total):
         done[0] = n
 
+    monkeypatch.setattr(calibrate_mod, "READ_AHEAD", 4)
     calibrate(model, gen(), ["c1", "r1"], method="percentile", batch_size=3, progress=progress)
-    # per worker a batch running, one batch queued, the batch being filled, and the sample just read:
-    # bounded, however many samples there are
-    assert made[0] == 60 and max(in_flight) <= (2 + 1 + 1) * 3 + 1
+    # per worker a batch running, one batch queued, the batch being filled, and the sample just read (or
+    # the samples read while the session was built): bounded, however many samples there are
+    assert made[0] == 60 and max(in_flight) <= max((2 + 1 + 1) * 3 + 1, 4)
 
 
 @pytest.mark.parametrize("histograms", [False, True])

@@ -14,6 +14,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -314,9 +315,12 @@ def quantize(
         t = time.perf_counter()
         staged = tmp / "quantized.onnx"
         save_model(quantized, staged)
-        loaded = check_loadable(staged, providers)
-        report = check_model(quantized, prof)
-        cov = coverage(qmodel, quantized, recipe.op_types)
+        with ThreadPoolExecutor(1, thread_name_prefix="hwquant-verify") as pool:
+            # onnxruntime builds its session without the GIL while the checker reads the model here
+            loading = pool.submit(check_loadable, staged, providers)
+            report = check_model(quantized, prof)
+            cov = coverage(qmodel, quantized, recipe.op_types)
+            loaded = loading.result()
         acc, n_eval = [], 0
         if eval_source is not None:
             float_model = prepared.path if prepared.large else prepared.model.SerializeToString()
