@@ -18,7 +18,9 @@ follows from its source's, exactly or to float rounding:
   the same numpy pass as its range): an inference BatchNormalization (axis 1), and Add/Sub/Mul/Div with a
   constant that varies along one axis only (a MatMul's bias, a per-channel scale).
 
-``map`` and ``affine`` give ranges only: with histograms those tensors are measured.
+``map`` and ``affine`` give ranges only: with histograms those tensors are measured. A ``same`` or
+``map`` step nobody observes is derived too when the tensor after it is observed: in Paddle's HardSwish,
+``x * Clip(x + 3, 0, 6) / 6``, the Clip output follows from ``x`` through ``x + 3``.
 
 Only parameters no caller can override count (initializers that are not graph inputs); a tensor whose
 function reads anything computed at run time is measured.
