@@ -8,6 +8,7 @@ thresholds side by side with onnxruntime's.
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import time
 import zipfile
@@ -460,6 +461,36 @@ def test_derived_tensors_equal_measured_ones():
         assert with_sources.ranges[t] == alone.ranges[t] == minmax.ranges[t], t
         for a, b in zip(with_sources.histograms[t], alone.histograms[t], strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+def test_large_weights_reach_onnxruntime_as_arrays_that_live_with_the_session():
+    """Weights over 64 KB are handed to onnxruntime as arrays instead of being serialised; the session
+    computes what the model computes, after the model proto is gone and its memory reused."""
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((256, 128)).astype(np.float32)  # 128 KB: supplied
+    b = rng.standard_normal(128).astype(np.float16)  # 256 B: serialised with the model
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"]),
+        helper.make_node("Cast", ["b"], ["b32"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["h", "b32"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 256])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 128])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((3, 256)).astype(np.float32)
+    sess = calibrate_mod._session(model, None, ["h", "y"], ["CPUExecutionProvider"], calibrate_mod.OPT_LEVEL, 1)
+    del model, graph
+    gc.collect()
+    clutter = [np.full(32768, 7.0, np.float32) for _ in range(64)]  # reuse any memory freed by mistake
+    h, y = sess.run(["h", "y"], {"x": x})
+    np.testing.assert_allclose(h, x @ w, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(y, x @ w + b.astype(np.float32), rtol=1e-4, atol=1e-4)
+    assert len(clutter) == 64
 
 
 def test_concat_with_a_constant_counts_it_per_sample():
