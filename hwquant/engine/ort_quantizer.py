@@ -4,8 +4,8 @@ Two steps, both on copies of the prepared model:
 
 * :func:`plan` asks onnxruntime's QDQ quantizer which tensors it would quantize, with which role
   (weight or activation), which outputs it ties to their inputs, and which biases it makes int32. It
-  also returns the activation ranges after onnxruntime's own adjustments (Relu/Clip folded into their
-  producer, Softmax output fixed to [0, 1]), so hwquant computes qparams from the same ranges.
+  also returns the activation ranges after onnxruntime's own adjustment (a Relu/Clip folded into its
+  producer gives the producer its output's range), so hwquant computes qparams from the same ranges.
 * :func:`emit` runs the quantizer (QDQ or QOperator) with every scale and zero point passed exactly
   through ``TensorQuantOverrides``. No calibration runs inside onnxruntime.
 """
@@ -71,7 +71,7 @@ class Plan:
     tensors: dict[str, PlannedTensor]
     biases: dict[str, PlannedBias]
     ranges: dict[str, tuple[float, float]]
-    """Activation ranges after onnxruntime's adjustments (Relu/Clip folding, Softmax [0, 1])."""
+    """Activation ranges after onnxruntime's adjustment (Relu/Clip folding)."""
 
 
 def _tensors_data(ranges: Mapping[str, tuple[float, float]]) -> TensorsData:

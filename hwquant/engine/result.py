@@ -15,7 +15,7 @@ class TensorDecision:
     ``rule`` says what decided it: ``policy`` (the role's policy on the tensor's own range),
     ``shared`` (one qparams for a group of tensors that must agree, range unified first),
     ``fixed`` (the profile fixes the op's output qparams). ``raw_range`` is the observed range;
-    ``range`` the one the policy saw (after onnxruntime's Relu/Softmax adjustments and group
+    ``range`` the one the policy saw (after onnxruntime's Relu/Clip folding and group
     unification); ``covered`` what the chosen qparams can represent. ``widened`` is True when the
     constraint made the grid coarser than plain min/max would (covered span / needed span - 1 > 1e-3),
     ``clipped`` when part of the raw range lies more than half a step outside ``covered``.
