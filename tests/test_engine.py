@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 
@@ -444,3 +445,25 @@ def test_tflite_shared_concat_and_fixed_softmax(cnn_files, tmp_path):
     assert concat.rule == "shared" and "r2a" in concat.group
     softmax = result.decision("probs")
     assert softmax.rule == "fixed:Softmax" and softmax.scale == pytest.approx(1 / 256) and softmax.zero_point == -128
+
+
+@pytest.mark.parametrize("keep_relu", [False, True])
+def test_planning_without_weight_values_plans_the_same(tmp_path, monkeypatch, keep_relu):
+    """Weights of 16384 elements or more reach onnxruntime's planner without their values; the plan (tensors,
+    roles, ties, biases, adjusted ranges) is the one planned on a full copy, and the input is untouched."""
+    from hwquant.engine import ort_quantizer
+
+    model = prepare_mod.prepare(mz.transformer(layers=1, dim=128, hidden=256), tmp_path, per_channel=False).model
+    assert any(np.prod(i.dims) >= ort_quantizer._PLAN_VALUE_ELEMENTS for i in model.graph.initializer)
+    before = model.SerializeToString()
+    names = qe.float_activations(model)
+    rng = np.random.default_rng(0)
+    ranges = {n: tuple(sorted(rng.uniform(-3, 3, 2))) for n in names}
+    recipe = ort_quantizer.Recipe(
+        op_types=sorted(ort_quantizer.QDQRegistry), activation_dtype="uint8", weight_dtype="int8", keep_relu=keep_relu
+    )
+    lean = ort_quantizer.plan(model, ranges, recipe)
+    monkeypatch.setattr(ort_quantizer, "_planning_copy", lambda m: copy.deepcopy(m))
+    full = ort_quantizer.plan(model, ranges, recipe)
+    assert lean == full and lean.tensors
+    assert model.SerializeToString() == before

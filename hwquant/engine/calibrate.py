@@ -642,7 +642,8 @@ def _session(
             shell.graph.initializer.append(init)
             continue
         stub = shell.graph.initializer.add()  # declared here, its value supplied below
-        copy_fields(init, stub, skip=("raw_data",))
+        stub.name, stub.data_type = init.name, init.data_type
+        stub.dims.extend(init.dims)
         stub.data_location = TensorProto.EXTERNAL
         stub.external_data.add(key="location", value="hwquant-supplied")
         names.append(init.name)
