@@ -607,12 +607,16 @@ _SUPPLIED_BYTES = 1 << 16
 
 def _supplied(init: onnx.TensorProto) -> np.ndarray | None:
     """The value of a large initializer stored as raw bytes, as an array to hand to onnxruntime."""
-    if init.data_type not in _SUPPLIED_TYPES or len(init.raw_data) < _SUPPLIED_BYTES:
+    if init.data_type not in _SUPPLIED_TYPES or not init.HasField("raw_data"):
         return None
     dtype = np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type)).newbyteorder("<")
-    if len(init.raw_data) != math.prod(init.dims) * dtype.itemsize:
+    size = math.prod(init.dims) * dtype.itemsize
+    if size < _SUPPLIED_BYTES:
+        return None
+    raw = init.raw_data  # every read of the field copies it: read once
+    if len(raw) != size:
         return None  # malformed: left in the model, for onnxruntime to report
-    return np.frombuffer(init.raw_data, dtype=dtype).reshape(tuple(init.dims))
+    return np.frombuffer(raw, dtype=dtype).reshape(tuple(init.dims))
 
 
 def _session(
