@@ -564,15 +564,30 @@ def _assign_roles(g: QuantGraph) -> None:
 _SHAPE_DATA_ELEMENTS = 1024  # smaller initializers keep their values for shape inference (Reshape targets)
 
 
+def without_initializers(model: onnx.ModelProto, skip: tuple[str, ...] = ()) -> onnx.ModelProto:
+    """A copy of ``model`` without the main graph's initializers (nor the graph fields named in ``skip``):
+    the caller adds them back as it needs, so large weights are never copied."""
+    shell = onnx.ModelProto()
+    copy_fields(model, shell, skip=("graph",))
+    copy_fields(model.graph, shell.graph, skip=("initializer", *skip))
+    return shell
+
+
+def add_stub(graph: onnx.GraphProto, init: onnx.TensorProto) -> onnx.TensorProto:
+    """Declare ``init`` in ``graph`` by name, type and shape only (its values are not copied)."""
+    stub = graph.initializer.add()
+    stub.name, stub.data_type = init.name, init.data_type
+    stub.dims.extend(init.dims)
+    return stub
+
+
 def without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` for shape and type inference and onnx.checker: large initializers stored as raw
     bytes (or as external data) become typed graph inputs, so nothing big is copied or serialised (on a
     2.3 GB model, inferring the full proto took 6 s; past 2 GB it fails). Small initializers keep their
     values (Reshape targets), and so do those stored in typed fields, which exporters use for small ones."""
-    shell = onnx.ModelProto()
-    copy_fields(model, shell, skip=("graph",))
+    shell = without_initializers(model)
     g, sg = model.graph, shell.graph
-    copy_fields(g, sg, skip=("initializer",))
     inputs = {i.name for i in g.input}
     for init in g.initializer:
         as_bytes = init.HasField("raw_data") or init.data_location == onnx.TensorProto.EXTERNAL

@@ -91,7 +91,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from hwquant.checker.graph import copy_fields
+from hwquant.checker.graph import add_stub, without_initializers
 from hwquant.engine.derive import affine_range, derivations, map_range
 from hwquant.errors import CalibrationError
 from hwquant.policies.base import TensorStats
@@ -635,9 +635,7 @@ def _session(
     with the same outputs.
     """
     g = model.graph
-    shell = onnx.ModelProto()
-    copy_fields(model, shell, skip=("graph",))
-    copy_fields(g, shell.graph, skip=("initializer", "output"))
+    shell = without_initializers(model, skip=("output",))
     shell.graph.output.extend(onnx.ValueInfoProto(name=o) for o in outputs)  # untyped: onnxruntime infers the type
     names, values, arrays = [], [], []
     for init in g.initializer:
@@ -645,9 +643,7 @@ def _session(
         if arr is None:
             shell.graph.initializer.append(init)
             continue
-        stub = shell.graph.initializer.add()  # declared here, its value supplied below
-        stub.name, stub.data_type = init.name, init.data_type
-        stub.dims.extend(init.dims)
+        stub = add_stub(shell.graph, init)  # its value is supplied below
         stub.data_location = TensorProto.EXTERNAL
         stub.external_data.add(key="location", value="hwquant-supplied")
         names.append(init.name)
@@ -1011,8 +1007,8 @@ def calibrate(
     for t, d in list(derived.items()):
         if d.kind != "affine":
             continue
-        s = d.sources[0]  # per-channel ranges come from measured tensors only, along one axis
-        if s in derived or s in from_feed or s in constants or channelwise.get(s, d.axis) != d.axis:
+        s = d.sources[0]  # per-channel ranges come from fetched tensors only, along one axis
+        if s in from_feed or s in constants or channelwise.get(s, d.axis) != d.axis:
             del derived[t]
         else:
             channelwise[s] = d.axis

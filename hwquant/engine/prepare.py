@@ -16,7 +16,7 @@ from google.protobuf.message import EncodeError
 from onnx import numpy_helper
 from onnx.external_data_helper import uses_external_data
 
-from hwquant.checker.graph import copy_fields, without_weights
+from hwquant.checker.graph import copy_fields, without_initializers, without_weights
 from hwquant.engine.calibrate import model_fingerprint, tensor_bytes
 from hwquant.engine.fold import fold_constants_into_initializers
 from hwquant.errors import ModelError
@@ -344,9 +344,7 @@ def _write_external(model: onnx.ModelProto, path: Path) -> bool:
     parts of the model and one initializer's bytes. False when the rest is still too large (weights in
     Constant nodes or subgraphs): nothing is written then."""
     data_name = path.name + ".data"
-    shell = onnx.ModelProto()
-    copy_fields(model, shell, skip=("graph",))
-    copy_fields(model.graph, shell.graph, skip=("initializer",))
+    shell = without_initializers(model)
     externals: list[tuple[onnx.TensorProto, onnx.TensorProto]] = []
     for src in model.graph.initializer:
         dst = shell.graph.initializer.add()
